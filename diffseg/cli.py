@@ -1,0 +1,43 @@
+"""The `diffseg` command line: `diffseg data|train|eval|refine ...` (also `python -m diffseg`).
+
+Each command group lives next to the code it drives and registers itself here with ``add_parser(subparsers)``;
+its handler is stored as ``func`` on the parsed namespace. Errors that are the user's (bad paths, bad config keys,
+bad data) are printed as one clear line and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Command groups, in the order `--help` lists them: (module with add_parser(subparsers)).
+_GROUPS = ("diffseg.data.cli", "diffseg.commands")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="diffseg",
+        description="DDPS companion: train and evaluate a diffusion mask-prior refiner on frozen segmentors.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in _GROUPS:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue  # a group not written yet
+        mod.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.func(args)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(f"diffseg {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return int(result or 0)

@@ -1,0 +1,313 @@
+"""Typed, frozen configuration for every component, and the experiment config that names a run.
+
+One dataclass per component, defaults in one place (the release's settings where paper.md gives them).
+Configs round-trip through plain dicts / YAML; an unknown key is an error that names the valid ones, so a typo
+never silently falls back to a default. ``config_hash`` is the run's identity in the results store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message names the key and what was expected."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Dataset, its on-disk root and the train / test pipelines (paper.md, "Training" and "Data conventions")."""
+
+    dataset: str = "ade20k"  # ade20k | cityscapes
+    root: str = "data/ade20k"
+    reduce_zero_label: bool = True  # ADE20K only: 150 classes (True) or the release's 151-class mode (False)
+    # Train pipeline: resize to `scale` (long, short side bound, as mmseg's img_scale) times a random ratio,
+    # random crop with cat_max_ratio, flip, photometric distortion, normalise, pad with ignore.
+    scale: tuple[int, int] = (2048, 512)
+    ratio_range: tuple[float, float] = (0.5, 2.0)
+    crop_size: tuple[int, int] = (512, 512)  # (H, W)
+    cat_max_ratio: float = 0.75
+    photometric: bool = True
+    # Test pipeline: keep-ratio resize into `test_scale`.
+    test_scale: tuple[int, int] = (2048, 512)
+    batch_size: int = 4  # per process
+    num_workers: int = 2
+    # Synthetic data: written to `root` when it is missing and `synthetic` is true (the embedded default).
+    synthetic: bool = False
+    synth_n_train: int = 200
+    synth_n_val: int = 50
+    synth_size: tuple[int, int] = (128, 128)
+    synth_seed: int = 0
+
+
+@dataclass(frozen=True)
+class SegmentorConfig:
+    """The frozen base segmentor: a registry name and where its weights come from."""
+
+    name: str = "segformer-b2"
+    weights: str | None = None  # hub id, local folder or state-dict file; None = random init (or train it)
+    # Training the base segmentor (job (a) of the engines): used when `weights` is None and iterations > 0.
+    train_iterations: int = 0
+    lr: float = 6e-4
+    weight_decay: float = 0.01
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """The noise process: kernel, schedule and number of steps (t = 0 clean ... t = T pure noise)."""
+
+    kernel: str = "uniform"  # uniform | absorbing | mask_replace | gaussian
+    schedule: str = "linear"  # linear | cosine
+    num_steps: int = 100
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """The time-conditioned UNet denoiser (paper.md: three levels of one width, dim_mults (1, 1, 1))."""
+
+    width: int = 256
+    dim_mults: tuple[int, ...] = (1, 1, 1)
+    attention: bool = True
+    groups: int = 8
+
+
+@dataclass(frozen=True)
+class RefinerConfig:
+    """What the denoiser sees and what noise is added to during training."""
+
+    condition: str = "features"  # features | logits | mask
+    embed_dim: int = 16
+    embed_trainable: bool = False
+    noise_object: str = "first"  # gt | base | first (Diffusion-on-First-Prediction)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear warmup and step decay (the release's defaults)."""
+
+    lr: float = 1.5e-4
+    betas: tuple[float, float] = (0.9, 0.96)
+    weight_decay: float = 0.045
+    warmup_iters: int = 1000
+    decay_at: tuple[float, ...] = (0.5, 0.75)  # fractions of the stage's iterations where lr is multiplied
+    decay_gamma: float = 0.5
+    grad_clip: float | None = None
+    reference_batch: int = 32  # the batch the lr is tuned for; lr scales with the effective batch
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Two-stage refiner training (stage 1: single-step from a random mask; stage 2: multi-step, DFP)."""
+
+    stage1_iterations: int = 80_000
+    stage2_iterations: int = 160_000
+    ema: bool = True
+    ema_momentum: float = 0.01
+    ema_interval: int = 25
+    checkpoint_every: int = 2000
+    eval_every: int = 0  # 0: evaluate only at the end
+    log_every: int = 50
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    channels_last: bool = True  # on CUDA
+    compile: bool = False
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Inference: sampler, step grid, test-time augmentation."""
+
+    sampler: str = "free_renoise"  # strict | free_renoise | single_step
+    num_evals: int = 10  # network evaluations; the grid spreads them evenly from T down to 1
+    mode: str = "whole"  # whole | slide
+    slide_crop: tuple[int, int] = (512, 512)
+    slide_stride: tuple[int, int] = (341, 341)
+    multi_scale: bool = False
+    scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+    flip: bool = True  # only with multi_scale
+    guidance: float = 0.0
+    max_images: int | None = None
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One run: everything needed to train and evaluate a base segmentor and its refiner."""
+
+    name: str = "run"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    data: DataConfig = field(default_factory=DataConfig)
+    segmentor: SegmentorConfig = field(default_factory=SegmentorConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    refiner: RefinerConfig = field(default_factory=RefinerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# dict / YAML round trip
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain, JSON-able dict (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert a YAML / CLI value to the annotated type, or raise naming the key."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' expects a mapping of {tp.__name__} fields, got {value!r}")
+        return _from_dict(tp, value, prefix=f"{key}.")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"config key '{key}' expects a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], key) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"config key '{key}' expects {len(args)} values, got {list(value)!r}")
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"config key '{key}' expects true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int | str | float):
+            raise ConfigError(f"config key '{key}' expects an integer, got {value!r}")
+        try:
+            as_float = float(value)
+        except ValueError as e:
+            raise ConfigError(f"config key '{key}' expects an integer, got {value!r}") from e
+        if as_float != int(as_float):
+            raise ConfigError(f"config key '{key}' expects an integer, got {value!r}")
+        return int(as_float)
+    if tp is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"config key '{key}' expects a number, got {value!r}") from e
+    if tp is str:
+        if not isinstance(value, str | int | float):
+            raise ConfigError(f"config key '{key}' expects a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(prefix + u for u in unknown)}; "
+            f"valid keys{' under ' + prefix.rstrip('.') if prefix else ''}: {', '.join(names)}"
+        )
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    if dataclasses.is_dataclass(cls):
+        for f in dataclasses.fields(cls):
+            if f.name not in kwargs and dataclasses.is_dataclass(hints[f.name]):
+                kwargs[f.name] = hints[f.name]()
+    return cls(**kwargs)
+
+
+def from_dict(data: dict[str, Any], cls: type = ExperimentConfig) -> Any:
+    """Build a config from a (possibly partial) nested dict; missing keys take their defaults."""
+    return _from_dict(cls, data or {})
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(cfg: ExperimentConfig, overrides: list[str] | dict[str, Any]) -> ExperimentConfig:
+    """Apply ``key.sub=value`` overrides (CLI style) or a flat ``{"key.sub": value}`` dict."""
+    items = overrides.items() if isinstance(overrides, dict) else [_split_override(o) for o in overrides]
+    data = to_dict(cfg)
+    for key, value in items:
+        node = data
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            if part not in node or not isinstance(node[part], dict):
+                valid = ", ".join(k for k, v in node.items() if isinstance(v, dict))
+                raise ConfigError(f"unknown config section '{'.'.join(parts[: i + 1])}'; valid sections: {valid}")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ConfigError(
+                f"unknown config key '{key}'; valid keys"
+                f"{' under ' + '.'.join(parts[:-1]) if len(parts) > 1 else ''}: {', '.join(node)}"
+            )
+        node[parts[-1]] = _parse_scalar(value) if isinstance(value, str) else value
+    return from_dict(data)
+
+
+def _split_override(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form key.sub=value (e.g. train.stage2_iterations=500)")
+    key, value = text.split("=", 1)
+    return key.strip(), value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read a YAML config (or the defaults when ``path`` is None) and apply CLI overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        loaded = yaml.safe_load(path.read_text())
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a YAML mapping at the top level, got {type(loaded).__name__}")
+        data = loaded or {}
+    cfg = from_dict(data)
+    return apply_overrides(cfg, overrides or [])
+
+
+def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    tmp.replace(path)
+
+
+# Keys that do not change what a run computes; they are left out of its identity.
+_NON_IDENTITY = {("name",), ("device",), ("data", "num_workers"), ("train", "log_every"), ("data", "root")}
+
+
+def config_hash(cfg: ExperimentConfig, length: int = 12) -> str:
+    """A stable hash of everything that changes a run's numbers (its identity in the results store)."""
+    data = to_dict(cfg)
+    for path in _NON_IDENTITY:
+        node = data
+        for part in path[:-1]:
+            node = node[part]
+        node.pop(path[-1], None)
+    blob = json.dumps(data, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def replace(cfg: Any, **changes: Any) -> Any:
+    """dataclasses.replace, re-exported so callers need one import."""
+    return dataclasses.replace(cfg, **changes)
