@@ -1,0 +1,200 @@
+"""Inference loops over a step grid: strict (ancestral), free re-noising (the paper's FR) and single step.
+
+A denoiser is any callable ``denoise_fn(x_t, t) -> x0 logits (B, K, H, W)`` with ``x_t`` (B, H, W) long for
+discrete kernels or (B, C, H, W) float for the Gaussian arm, and ``t`` (B,) long. A sampler returns the x0 logits of
+*every* network evaluation as ``[(t, logits), ...]`` in order, so one pass gives metrics at every step (as the
+release evaluates mIoU at steps 0, 10, ..., 90 of one pass).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from types import MappingProxyType
+
+import torch
+
+from diffseg.diffusion.gaussian import Gaussian
+from diffseg.diffusion.kernels import DiscreteKernel
+
+Kernel = DiscreteKernel | Gaussian
+DenoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Collected = list[tuple[int, torch.Tensor]]
+COLLECT = ("all", "last")
+
+
+def make_step_grid(num_steps: int, num_evals: int) -> list[int]:
+    """``num_evals`` strictly decreasing timesteps evenly spread from T down to >= 1.
+
+    ``num_evals = 1`` -> [T]; ``num_evals = T`` -> [T, T-1, ..., 1]; e.g. T = 100, 10 evals -> [100, 90, ..., 10].
+    """
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"num_steps (T) must be an integer >= 1, got {num_steps!r}")
+    if isinstance(num_evals, bool) or not isinstance(num_evals, int) or not 1 <= num_evals <= num_steps:
+        raise ValueError(f"num_evals must be an integer in [1, {num_steps}], got {num_evals!r}")
+    # Integer arithmetic so the grid is exact: level T - floor(i * T / n) is strictly decreasing for n <= T.
+    return [num_steps - (i * num_steps) // num_evals for i in range(num_evals)]
+
+
+def check_step_grid(steps: Sequence[int], num_steps: int) -> list[int]:
+    """Validate a step grid: non-empty, integers in [1, T], strictly decreasing. Returns it as a list of int."""
+    grid = list(steps)
+    ok = len(grid) > 0 and all(
+        isinstance(t, int) and not isinstance(t, bool) and 1 <= t <= num_steps for t in grid
+    )
+    if not ok or any(a <= b for a, b in zip(grid, grid[1:])):
+        raise ValueError(
+            f"step grid {grid!r} is invalid: expected a non-empty, strictly decreasing list of integers in "
+            f"[1, {num_steps}]"
+        )
+    return grid
+
+
+def guided(cond_fn: DenoiseFn, uncond_fn: DenoiseFn, w: float) -> DenoiseFn:
+    """Classifier-free guidance on logits: (1 + w) * cond - w * uncond (w = 0 is the conditional model)."""
+
+    def denoise_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if w == 0:
+            return cond_fn(x_t, t)
+        return (1 + w) * cond_fn(x_t, t) - w * uncond_fn(x_t, t)
+
+    return denoise_fn
+
+
+class Sampler:
+    """Shared loop: evaluate the denoiser at each grid level, then ``next_input`` builds the next x_t."""
+
+    name = "base"
+    #: Evaluate only the first grid level (single step).
+    first_only = False
+
+    def next_input(
+        self,
+        kernel: Kernel,
+        x_t: torch.Tensor,
+        logits: torch.Tensor,
+        t: int,
+        s: int,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        """The input at level s (< t) from the current input ``x_t`` and its x0 logits."""
+        raise NotImplementedError
+
+    def __call__(
+        self,
+        denoise_fn: DenoiseFn,
+        kernel: Kernel,
+        x_T: torch.Tensor,
+        grid: list[int],
+        generator: torch.Generator | None = None,
+        collect: str = "all",
+    ) -> Collected:
+        if self.first_only:
+            grid = grid[:1]
+        out: Collected = []
+        x_t = x_T
+        for i, t in enumerate(grid):
+            t_vec = torch.full((x_t.shape[0],), t, dtype=torch.long, device=x_t.device)
+            logits = denoise_fn(x_t, t_vec)
+            if collect == "all" or i == len(grid) - 1:
+                out.append((t, logits))
+            if i + 1 < len(grid):
+                x_t = self.next_input(kernel, x_t, logits, t, grid[i + 1], generator)
+        return out
+
+
+class Strict(Sampler):
+    """Ancestral sampling: x_s ~ q(x_s | x_t, x0_hat) with x0_hat as log-probs (D3PM); Gaussian: a DDIM step."""
+
+    name = "strict"
+
+    def next_input(
+        self,
+        kernel: Kernel,
+        x_t: torch.Tensor,
+        logits: torch.Tensor,
+        t: int,
+        s: int,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        t_vec = torch.full((x_t.shape[0],), t, dtype=torch.long, device=x_t.device)
+        if kernel.is_continuous:
+            return kernel.ddim_step(x_t, logits, t_vec, s, generator)
+        log_x0 = torch.log_softmax(logits.to(kernel.dtype), dim=1)
+        return kernel.sample(kernel.log_posterior(x_t, log_x0, t_vec, s), generator)
+
+
+class FreeRenoise(Sampler):
+    """Free re-noising (paper.md): x_s ~ q(x_s | argmax x0_hat), ignoring the previous x_t."""
+
+    name = "free_renoise"
+
+    def next_input(
+        self,
+        kernel: Kernel,
+        x_t: torch.Tensor,
+        logits: torch.Tensor,
+        t: int,
+        s: int,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        s_vec = torch.full((x_t.shape[0],), s, dtype=torch.long, device=x_t.device)
+        return kernel.q_sample(logits.argmax(dim=1), s_vec, generator)
+
+
+class SingleStep(FreeRenoise):
+    """The first prediction only (from x_T at the first grid level)."""
+
+    name = "single_step"
+    first_only = True
+
+
+SAMPLERS: MappingProxyType[str, type[Sampler]] = MappingProxyType(
+    {"strict": Strict, "free_renoise": FreeRenoise, "single_step": SingleStep}
+)
+
+
+def get_sampler(name: str) -> Sampler:
+    """A sampler instance by name (see ``SAMPLERS``)."""
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; valid samplers: {', '.join(SAMPLERS)}")
+    return SAMPLERS[name]()
+
+
+def sample(
+    denoise_fn: DenoiseFn,
+    kernel: Kernel,
+    shape: tuple[int, int, int],
+    steps: Sequence[int] | int,
+    sampler: str = "free_renoise",
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    x_T: torch.Tensor | None = None,
+    collect: str = "all",
+) -> Collected:
+    """Run a sampler and return ``[(t, x0 logits (B, K, H, W)), ...]`` for every network evaluation, in order.
+
+    Args:
+        denoise_fn: ``(x_t, t (B,) long) -> (B, K, H, W)`` x0 logits.
+        kernel: a discrete kernel or ``Gaussian`` (``prior_sample``, ``q_sample``, posterior / ``ddim_step``).
+        shape: (B, H, W) of the mask.
+        steps: a step grid (strictly decreasing levels in [1, T]) or a number of evaluations (``make_step_grid``).
+        sampler: ``strict`` | ``free_renoise`` | ``single_step``.
+        generator: explicit RNG (on ``device``); None uses torch's global RNG.
+        device: where x_T is drawn; defaults to x_T's device, then the generator's, then the kernel's.
+        x_T: the starting input (default: a prior sample).
+        collect: ``all`` (every evaluation) or ``last`` (only the final one).
+    """
+    runner = get_sampler(sampler)
+    if collect not in COLLECT:
+        raise ValueError(f"unknown collect mode {collect!r}; valid modes: {', '.join(COLLECT)}")
+    if isinstance(steps, int) and not isinstance(steps, bool):
+        grid = make_step_grid(kernel.num_steps, steps)
+    else:
+        grid = check_step_grid(steps, kernel.num_steps)
+    if x_T is None:
+        if device is None:
+            device = generator.device if generator is not None else None
+        x_T = kernel.prior_sample(tuple(shape), generator=generator, device=device)
+    elif tuple(x_T.shape[:1]) + tuple(x_T.shape[-2:]) != tuple(shape):
+        raise ValueError(f"x_T shape {tuple(x_T.shape)} does not match the requested shape {tuple(shape)}")
+    return runner(denoise_fn, kernel, x_T, grid, generator=generator, collect=collect)
