@@ -1,0 +1,252 @@
+"""The time-conditioned UNet denoiser (paper.md "Architecture"), in the style of lucidrains' 2022 ``Unet``.
+
+It knows nothing of diffusion beyond a time embedding: ``forward(x, t) -> y`` with ``x: (B, Cin, h, w)`` and
+``t: (B,)`` step indices. Structure, per level: two FiLM-conditioned ResNet blocks, linear attention, then a
+strided 4x4 conv down (a 3x3 conv on the last level); full attention between two ResNet blocks in the middle;
+the mirror image going up with skip connections; a 7x7 init conv whose output also skips to a final ResNet block;
+a 1x1 conv to ``out_channels`` (the class-logit "classifier"). Time: sinusoidal embedding of width ``width``, then
+an MLP to ``4 * width``. Attention: 4 heads of 32 channels. With ``dim_mults=(1, 1, 1)``, 150 classes and
+256 + 16 input channels this gives 40.9 M parameters at width 256 and 11.4 M at width 128, the release's scale.
+
+Maps whose sides are not multiples of ``2 ** (len(dim_mults) - 1)`` (the 1/4 map of a 512x683 image is 128x171)
+are padded by edge replication and the output is cropped back.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SinusoidalTimeEmbedding(nn.Module):
+    """``t: (B,)`` -> ``(B, dim)`` sin / cos features of geometrically spaced frequencies (base 10000)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"time embedding width must be even, got {dim}")
+        self.dim = dim
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.dim // 2
+        freqs = torch.exp(
+            -math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / (half - 1)
+        )
+        args = t.float()[:, None] * freqs[None, :]
+        return torch.cat((args.sin(), args.cos()), dim=-1)
+
+
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm over the channels of a (B, C, H, W) map, with a per-channel gain (lucidrains' ``LayerNorm``)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.g = nn.Parameter(torch.ones(1, dim, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        var, mean = torch.var_mean(x, dim=1, unbiased=False, keepdim=True)
+        return (x - mean) * (var + self.eps).rsqrt() * self.g
+
+
+class ConvNormAct(nn.Module):
+    """3x3 conv, GroupNorm, optional FiLM ``x * (1 + scale) + shift``, SiLU."""
+
+    def __init__(self, dim_in: int, dim_out: int, groups: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(dim_in, dim_out, 3, padding=1)
+        self.norm = nn.GroupNorm(groups, dim_out)
+
+    def forward(
+        self, x: torch.Tensor, scale_shift: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        x = self.norm(self.conv(x))
+        if scale_shift is not None:
+            scale, shift = scale_shift
+            x = x * (scale + 1) + shift
+        return F.silu(x)
+
+
+class ResnetBlock(nn.Module):
+    """Two conv blocks; the time embedding gives the first one's FiLM scale and shift; 1x1 residual if widths differ."""
+
+    def __init__(self, dim_in: int, dim_out: int, time_dim: int, groups: int) -> None:
+        super().__init__()
+        self.time_mlp = nn.Sequential(nn.SiLU(), nn.Linear(time_dim, dim_out * 2))
+        self.block1 = ConvNormAct(dim_in, dim_out, groups)
+        self.block2 = ConvNormAct(dim_out, dim_out, groups)
+        self.res_conv = nn.Conv2d(dim_in, dim_out, 1) if dim_in != dim_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, time_emb: torch.Tensor) -> torch.Tensor:
+        scale_shift = self.time_mlp(time_emb)[:, :, None, None].chunk(2, dim=1)
+        h = self.block1(x, scale_shift)
+        h = self.block2(h)
+        return h + self.res_conv(x)
+
+
+class LinearAttention(nn.Module):
+    """Pre-normed, residual linear attention (softmax over keys' positions and queries' channels): O(h*w)."""
+
+    def __init__(self, dim: int, heads: int = 4, dim_head: int = 32) -> None:
+        super().__init__()
+        self.heads = heads
+        self.scale = dim_head**-0.5
+        hidden = heads * dim_head
+        self.norm = ChannelLayerNorm(dim)
+        self.to_qkv = nn.Conv2d(dim, hidden * 3, 1, bias=False)
+        self.to_out = nn.Sequential(nn.Conv2d(hidden, dim, 1), ChannelLayerNorm(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        q, k, v = (z.reshape(b, self.heads, -1, h * w) for z in self.to_qkv(self.norm(x)).chunk(3, dim=1))
+        q = q.softmax(dim=-2) * self.scale
+        k = k.softmax(dim=-1)
+        context = torch.einsum("bhdn,bhen->bhde", k, v)
+        out = torch.einsum("bhde,bhdn->bhen", context, q).reshape(b, -1, h, w)
+        return x + self.to_out(out)
+
+
+class Attention(nn.Module):
+    """Pre-normed, residual full self-attention over all positions (used once, at the lowest resolution)."""
+
+    def __init__(self, dim: int, heads: int = 4, dim_head: int = 32) -> None:
+        super().__init__()
+        self.heads = heads
+        hidden = heads * dim_head
+        self.norm = ChannelLayerNorm(dim)
+        self.to_qkv = nn.Conv2d(dim, hidden * 3, 1, bias=False)
+        self.to_out = nn.Conv2d(hidden, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        q, k, v = (
+            z.reshape(b, self.heads, -1, h * w).transpose(-1, -2)
+            for z in self.to_qkv(self.norm(x)).chunk(3, dim=1)
+        )
+        out = F.scaled_dot_product_attention(q, k, v)  # (b, heads, n, d); memory-efficient kernels on GPU
+        return x + self.to_out(out.transpose(-1, -2).reshape(b, -1, h, w))
+
+
+class UNet(nn.Module):
+    """Time-conditioned UNet: ``(B, in_channels, h, w), t (B,) -> (B, out_channels, h, w)``.
+
+    Args:
+        in_channels: input channels (embedded noisy mask + condition in the refiner).
+        out_channels: output channels (K class logits in the refiner).
+        width: channels of the first level; level i has ``width * dim_mults[i]``.
+        dim_mults: one entry per level; ``len(dim_mults) - 1`` down / up-samplings.
+        attention: linear attention at every level and full attention in the middle (False: none, for ablations
+            and very small CPU models).
+        groups: GroupNorm groups; every level width must be divisible by it.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        width: int = 256,
+        dim_mults: tuple[int, ...] = (1, 1, 1),
+        attention: bool = True,
+        groups: int = 8,
+    ) -> None:
+        super().__init__()
+        dim_mults = tuple(dim_mults)
+        if in_channels < 1 or out_channels < 1:
+            raise ValueError(f"UNet channels must be positive, got in={in_channels}, out={out_channels}")
+        if not dim_mults or any(m < 1 for m in dim_mults):
+            raise ValueError(f"dim_mults must be a non-empty tuple of positive ints, got {dim_mults}")
+        dims = [width * m for m in dim_mults]
+        bad = [d for d in dims if d % groups]
+        if width < 2 or width % 2 or bad:
+            raise ValueError(
+                f"UNet width {width} x dim_mults {dim_mults} gives widths {dims}; each must be divisible by "
+                f"groups={groups} (and width even)"
+            )
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.width = width
+        self.dim_mults = dim_mults
+        self.downsample_factor = 2 ** (len(dims) - 1)
+
+        time_dim = width * 4
+        self.time_mlp = nn.Sequential(
+            SinusoidalTimeEmbedding(width),
+            nn.Linear(width, time_dim),
+            nn.GELU(),
+            nn.Linear(time_dim, time_dim),
+        )
+        self.init_conv = nn.Conv2d(in_channels, width, 7, padding=3)
+
+        def block(a: int, b: int) -> ResnetBlock:
+            return ResnetBlock(a, b, time_dim, groups)
+
+        def attn(d: int) -> nn.Module:
+            return LinearAttention(d) if attention else nn.Identity()
+
+        in_out = list(zip([width, *dims[:-1]], dims))
+        self.downs = nn.ModuleList()
+        for i, (d_in, d_out) in enumerate(in_out):
+            last = i == len(in_out) - 1
+            resample = (
+                nn.Conv2d(d_in, d_out, 3, padding=1)
+                if last
+                else nn.Conv2d(d_in, d_out, 4, stride=2, padding=1)
+            )
+            self.downs.append(nn.ModuleList([block(d_in, d_in), block(d_in, d_in), attn(d_in), resample]))
+
+        mid = dims[-1]
+        self.mid_block1 = block(mid, mid)
+        self.mid_attn = Attention(mid) if attention else nn.Identity()
+        self.mid_block2 = block(mid, mid)
+
+        self.ups = nn.ModuleList()
+        for i, (d_in, d_out) in enumerate(reversed(in_out)):
+            last = i == len(in_out) - 1
+            resample = (
+                nn.Conv2d(d_out, d_in, 3, padding=1)
+                if last
+                else nn.Sequential(
+                    nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(d_out, d_in, 3, padding=1)
+                )
+            )
+            self.ups.append(
+                nn.ModuleList([block(d_out + d_in, d_out), block(d_out + d_in, d_out), attn(d_out), resample])
+            )
+
+        self.final_block = block(width * 2, width)
+        self.final_conv = nn.Conv2d(width, out_channels, 1)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Predict ``(B, out_channels, h, w)`` from ``x: (B, in_channels, h, w)`` float and ``t: (B,)`` long or float."""
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"UNet input must have shape (B, {self.in_channels}, h, w), got {tuple(x.shape)}"
+            )
+        if t.ndim != 1 or t.shape[0] != x.shape[0]:
+            raise ValueError(f"UNet time must have shape ({x.shape[0]},), got {tuple(t.shape)}")
+        height, width = x.shape[-2:]
+        f = self.downsample_factor
+        pad_h, pad_w = -height % f, -width % f
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+
+        x = self.init_conv(x)
+        residual = x
+        temb = self.time_mlp(t)
+        skips = []
+        for block1, block2, attn, downsample in self.downs:
+            x = block1(x, temb)
+            skips.append(x)
+            x = attn(block2(x, temb))
+            skips.append(x)
+            x = downsample(x)
+        x = self.mid_block2(self.mid_attn(self.mid_block1(x, temb)), temb)
+        for block1, block2, attn, upsample in self.ups:
+            x = block1(torch.cat((x, skips.pop()), dim=1), temb)
+            x = attn(block2(torch.cat((x, skips.pop()), dim=1), temb))
+            x = upsample(x)
+        x = self.final_block(torch.cat((x, residual), dim=1), temb)
+        return self.final_conv(x)[..., :height, :width]

@@ -1,0 +1,63 @@
+"""The time-conditioned UNet: shapes (any h, w), time conditioning, gradients everywhere, bad inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diffseg.models import UNet
+
+
+def _x(b: int, c: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(b, c, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize(
+    ("dim_mults", "size", "attention"),
+    [((1, 1, 1), (16, 16), True), ((1, 1, 1), (18, 23), True), ((1, 2), (9, 7), True), ((1,), (5, 6), False)],
+)
+def test_shapes_any_size(dim_mults: tuple[int, ...], size: tuple[int, int], attention: bool) -> None:
+    torch.manual_seed(0)
+    unet = UNet(6, 4, width=16, dim_mults=dim_mults, attention=attention)
+    out = unet(_x(2, 6, *size), torch.tensor([1, 7]))
+    assert out.shape == (2, 4, *size)
+    assert torch.isfinite(out).all()
+
+
+def test_time_changes_the_output_and_float_time_equals_long() -> None:
+    torch.manual_seed(0)
+    unet = UNet(3, 2, width=16, dim_mults=(1, 1))
+    x = _x(2, 3, 8, 8)
+    a = unet(x, torch.tensor([1, 1]))
+    b = unet(x, torch.tensor([50, 50]))
+    assert not torch.allclose(a, b)
+    torch.testing.assert_close(unet(x, torch.tensor([1.0, 1.0])), a)
+
+
+def test_every_parameter_gets_a_gradient() -> None:
+    torch.manual_seed(0)
+    unet = UNet(3, 2, width=16, dim_mults=(1, 1))
+    unet(_x(2, 3, 8, 8), torch.tensor([3, 9])).square().mean().backward()
+    missing = [n for n, p in unet.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing
+
+
+def test_batch_items_are_independent() -> None:
+    # GroupNorm, not BatchNorm: one sample's output must not depend on the rest of the batch
+    torch.manual_seed(0)
+    unet = UNet(3, 2, width=16, dim_mults=(1, 1)).eval()
+    x = _x(3, 3, 8, 8)
+    t = torch.tensor([2, 5, 9])
+    torch.testing.assert_close(unet(x, t)[1:2], unet(x[1:2], t[1:2]), rtol=1e-4, atol=1e-5)
+
+
+def test_bad_inputs() -> None:
+    unet = UNet(3, 2, width=16, dim_mults=(1, 1))
+    with pytest.raises(ValueError, match=r"\(B, 3, h, w\)"):
+        unet(_x(1, 4, 8, 8), torch.tensor([1]))
+    with pytest.raises(ValueError, match=r"time must have shape \(2,\)"):
+        unet(_x(2, 3, 8, 8), torch.tensor([1]))
+    with pytest.raises(ValueError, match="divisible by groups=8"):
+        UNet(3, 2, width=12)
+    with pytest.raises(ValueError, match="dim_mults"):
+        UNet(3, 2, width=16, dim_mults=())
