@@ -1,0 +1,145 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · Main results: base segmentors and their refined versions
+#
+# Dataset x base segmentor: parameter counts, mIoU of the frozen base and of the refined prediction,
+# single-scale (ss) and multi-scale + flip (ms), and boundary mIoU (mBIoU); mean ± std over seeds.
+
+# %% tags=["parameters"]
+profile = "cpu"
+results_dir = "results"
+reports_dir = "reports"
+device = "auto"
+datasets = None  # None: the profile's datasets (ablations: ADE20K only under smoke / cpu)
+segmentors = None  # None: the profile's base segmentors
+seeds = None  # None: the profile's seeds
+
+# %%
+from pathlib import Path
+
+from IPython.display import Markdown, display
+
+from diffseg import experiments as ex
+from diffseg import viz
+
+NAME = "main_results"
+tables_dir = Path(reports_dir) / "tables"
+figures_dir = Path(reports_dir) / "figures"
+spec = ex.EXPERIMENTS[NAME]
+display(Markdown(viz.experiment_intro(spec.title, spec.finding, spec.description, ex.profile_notes(profile))))
+
+# %%
+df = ex.run_experiment(
+    NAME,
+    profile=profile,
+    results_dir=results_dir,
+    datasets=datasets,
+    segmentors=segmentors,
+    seeds=seeds,
+    device=device,
+)
+prov = viz.provenance_table(df)
+viz.save_table(prov, "01_provenance", tables_dir)
+display(prov)
+
+# %% [markdown]
+# ## Base versus refined (percent, mean ± std over seeds)
+
+# %%
+main = viz.summary_table(
+    df, index=["dataset", "segmentor"], columns=["metric", "test", "method"], metric=["mIoU", "mBIoU"]
+)
+viz.save_table(main.text, "01_main_results", tables_dir)
+viz.save_table(main.stats, "01_main_results_stats", tables_dir)
+display(main.text)
+
+# %%
+delta = viz.delta_table(
+    df, index=["dataset", "segmentor"], columns=["metric", "test"], metric=["mIoU", "mBIoU"]
+)
+viz.save_table(delta.text, "01_main_delta", tables_dir)
+viz.save_table(delta.stats, "01_main_delta_stats", tables_dir)
+display(delta.text)
+
+# %%
+for metric, test in (("mIoU", "ss"), ("mIoU", "ms"), ("mBIoU", "ss")):
+    s = delta.stats[(delta.stats["metric"] == metric) & (delta.stats["test"] == test)]
+    if s.empty:
+        continue
+    display(Markdown(f"### {metric} ({test})"))
+    display(
+        Markdown(
+            viz.describe_table(
+                s,
+                ["dataset", "segmentor"],
+                metric=metric,
+                claim=f"refinement raises {metric} ({test}) over the base",
+            )
+        )
+    )
+
+# %% [markdown]
+# ## Published reference (paper profile only)
+#
+# The authors' README numbers and the mmsegmentation model-zoo baselines, for orientation only: they come
+# from other weights and other hardware, and are never mixed with the numbers measured above.
+
+# %%
+published = None
+if profile == "paper":
+    published = ex.PUBLISHED
+    cols = [c for c in ("method", "metric", "test") if c in published.columns]
+    ref_table = published.pivot_table(
+        index=["dataset", "segmentor"], columns=cols, values="value", aggfunc="first"
+    )
+    viz.save_table(ref_table, "01_published_reference", tables_dir)
+    display(Markdown("**Published (not measured here):**"))
+    display(ref_table)
+else:
+    display(
+        Markdown(
+            f"*Profile {profile!r} uses synthetic data: the published numbers are not comparable and not shown.*"
+        )
+    )
+
+# %%
+reference = None
+if published is not None:
+    reference = published[(published["metric"] == "mIoU") & (published["method"] == "refined")]
+    if "test" in reference.columns:
+        reference = reference[reference["test"] == "ss"]
+fig = viz.bar_compare(
+    df, x="segmentor", hue="method", metric="mIoU", test="ss", reference=reference, panel=["dataset"]
+)
+viz.save_figure(fig, "01_main_mIoU", figures_dir)
+display(fig)
+
+# %% [markdown]
+# ## Per-class IoU change
+
+# %%
+fig = viz.per_class_delta(df)
+viz.save_figure(fig, "01_per_class_delta", figures_dir)
+display(fig)
+per_class = viz.paired_deltas(df, "IoU", test="ss")
+if len(per_class):
+    m = per_class.groupby(["dataset", "segmentor", "class_name"])["delta"].mean()
+    gained, lost = int((m > 0).sum()), int((m < 0).sum())
+    display(
+        Markdown(
+            f"Across {len(m)} (model, class) pairs, refinement raises the class IoU in {gained} and lowers it in "
+            f"{lost} (mean over seeds); the largest gain is {m.max():+.2f} points, the largest loss {m.min():+.2f}."
+        )
+    )

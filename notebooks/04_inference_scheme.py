@@ -1,0 +1,126 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · Finding 3: the strict denoising scheme is not needed at inference
+#
+# Samplers (strict posterior, free re-noising, single step) x number of network evaluations. The finding holds
+# if free re-noising is at least as good as the strict posterior sampler; "even better" if significantly so.
+
+# %% tags=["parameters"]
+profile = "cpu"
+results_dir = "results"
+reports_dir = "reports"
+device = "auto"
+datasets = None  # None: the profile's datasets (ablations: ADE20K only under smoke / cpu)
+segmentors = None  # None: the profile's base segmentors
+seeds = None  # None: the profile's seeds
+
+# %%
+from pathlib import Path
+
+from IPython.display import Markdown, display
+
+from diffseg import experiments as ex
+from diffseg import viz
+
+NAME = "inference_scheme"
+tables_dir = Path(reports_dir) / "tables"
+figures_dir = Path(reports_dir) / "figures"
+spec = ex.EXPERIMENTS[NAME]
+display(Markdown(viz.experiment_intro(spec.title, spec.finding, spec.description, ex.profile_notes(profile))))
+
+# %%
+df = ex.run_experiment(
+    NAME,
+    profile=profile,
+    results_dir=results_dir,
+    datasets=datasets,
+    segmentors=segmentors,
+    seeds=seeds,
+    device=device,
+)
+display(viz.provenance_table(df))
+
+# %% [markdown]
+# ## Final-step mIoU and mBIoU per sampler and number of network evaluations
+#
+# Percent, mean ± std over seeds, single-scale. Each cell is its own evaluation with that many steps.
+
+# %%
+import pandas as pd
+
+refined = df[df["method"] == "refined"]
+for metric in ("mIoU", "mBIoU"):
+    table = viz.summary_table(
+        refined, index=["dataset", "segmentor", "sampler"], columns=["num_evals"], metric=metric, test="ss"
+    )
+    base = viz.summary_table(
+        df[df["method"] == "base"], index=["dataset", "segmentor"], columns=[], metric=metric, test="ss"
+    )
+    viz.save_table(table.text, f"04_inference_scheme_{metric}", tables_dir)
+    viz.save_table(table.stats, f"04_inference_scheme_{metric}_stats", tables_dir)
+    display(Markdown(f"**{metric}** (base segmentor: {', '.join(base.stats['mean'].map('{:.2f}'.format))})"))
+    display(table.text)
+
+# %% [markdown]
+# ## Metric versus step within one pass (each sampler's longest step grid; dashed: base segmentor)
+
+# %%
+n_evals = pd.to_numeric(df["num_evals"])
+longest = n_evals == n_evals.groupby(df["sampler"]).transform("max")
+curves = df[longest | (df["method"] == "base")]
+for metric in ("mIoU", "mBIoU"):
+    fig = viz.step_curves(curves, metric=metric, hue="sampler")
+    viz.save_figure(fig, f"04_steps_{metric}", figures_dir)
+    display(fig)
+
+# %%
+samplers = set(refined["sampler"].astype(str))
+lines = []
+if {"free_renoise", "strict"} <= samplers:
+    common = set(refined.loc[refined["sampler"] == "free_renoise", "num_evals"].astype(str))
+    common &= set(refined.loc[refined["sampler"] == "strict", "num_evals"].astype(str))
+    top = max(common, key=float)
+    for what, frame in (
+        (f"at {top} evaluations", df[df["num_evals"].astype(str) == top]),
+        ("averaged over the common step grids", df),
+    ):
+        pairs = viz.compare_levels(frame, "sampler", "free_renoise", "strict")
+        for (dataset, segmentor), g in pairs.groupby(["dataset", "segmentor"]):
+            v = viz.verdict_of(g["a"], g["b"])
+            lines.append(
+                f"- **{dataset} / {segmentor}**, {what}: {viz.describe_delta(g['a'], g['b'], label='free re-noising minus strict')} -> *{v}*"
+            )
+            if v == "supports":
+                lines.append(
+                    "  **Finding 3 is supported**: the relaxed scheme is significantly better than the strict one."
+                )
+            elif v == "contradicts":
+                lines.append(
+                    "  **Finding 3 is contradicted here: the strict scheme is significantly better.**"
+                )
+            else:
+                lines.append(
+                    "  No significant difference: the strict scheme is not needed, but 'even better' is not shown."
+                )
+else:
+    lines.append("- Finding 3 is not testable: free re-noising and the strict sampler were not both run.")
+if {"free_renoise", "single_step"} <= samplers:
+    pairs = viz.compare_levels(curves, "sampler", "free_renoise", "single_step", pair_on=[])
+    for (dataset, segmentor), g in pairs.groupby(["dataset", "segmentor"]):
+        v = viz.verdict_of(g["a"], g["b"])
+        lines.append(
+            f"- **{dataset} / {segmentor}**, several steps versus one: {viz.describe_delta(g['a'], g['b'], label='free re-noising (longest grid) minus single step')} -> *{v}*"
+        )
+display(Markdown("\n".join(lines)))

@@ -1,0 +1,88 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · Noise schedule and number of diffusion steps T
+#
+# Linear versus cosine keep-probability schedules, at several T; refined minus base mIoU.
+
+# %% tags=["parameters"]
+profile = "cpu"
+results_dir = "results"
+reports_dir = "reports"
+device = "auto"
+datasets = None  # None: the profile's datasets (ablations: ADE20K only under smoke / cpu)
+segmentors = None  # None: the profile's base segmentors
+seeds = None  # None: the profile's seeds
+
+# %%
+from pathlib import Path
+
+from IPython.display import Markdown, display
+
+from diffseg import experiments as ex
+from diffseg import viz
+
+NAME = "schedule_and_T"
+tables_dir = Path(reports_dir) / "tables"
+figures_dir = Path(reports_dir) / "figures"
+spec = ex.EXPERIMENTS[NAME]
+display(Markdown(viz.experiment_intro(spec.title, spec.finding, spec.description, ex.profile_notes(profile))))
+
+# %%
+df = ex.run_experiment(
+    NAME,
+    profile=profile,
+    results_dir=results_dir,
+    datasets=datasets,
+    segmentors=segmentors,
+    seeds=seeds,
+    device=device,
+)
+display(viz.provenance_table(df))
+
+# %% [markdown]
+# ## Refined minus base mIoU (percent points, mean ± std over seeds, final step, single-scale)
+
+# %%
+delta = viz.delta_table(df, index=["dataset", "segmentor", "schedule"], columns=["num_steps"], test="ss")
+viz.save_table(delta.text, "05_schedule_and_T", tables_dir)
+viz.save_table(delta.stats, "05_schedule_and_T_stats", tables_dir)
+display(delta.text)
+fig = viz.delta_heatmap(delta.stats, index="schedule", columns="num_steps")
+viz.save_figure(fig, "05_schedule_and_T_heatmap", figures_dir)
+display(fig)
+
+# %%
+display(
+    Markdown(
+        viz.describe_table(
+            delta.stats,
+            ["dataset", "segmentor", "schedule", "num_steps"],
+            claim="refinement improves on the base",
+        )
+    )
+)
+lines = []
+for (dataset, segmentor), g in delta.stats.groupby(["dataset", "segmentor"]):
+    best, worst = g.loc[g["delta_mean"].idxmax()], g.loc[g["delta_mean"].idxmin()]
+    lines.append(
+        f"- **{dataset} / {segmentor}**: best {best['schedule']}, T={best['num_steps']} ({best['delta_mean']:+.2f}); worst {worst['schedule']}, T={worst['num_steps']} ({worst['delta_mean']:+.2f})."
+    )
+if "schedule" in df.columns and {"linear", "cosine"} <= set(df["schedule"]):
+    pairs = viz.compare_levels(df, "schedule", "cosine", "linear")
+    for (dataset, segmentor), g in pairs.groupby(["dataset", "segmentor"]):
+        lines.append(
+            f"- **{dataset} / {segmentor}**: {viz.describe_delta(g['a'], g['b'], label='cosine minus linear')} -> *{viz.verdict_of(g['a'], g['b'])}* (for 'cosine is better')."
+        )
+display(Markdown("\n".join(lines)))

@@ -1,0 +1,87 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 06 · Condition, one- versus two-stage training, EMA
+#
+# One factor at a time from the release's defaults (condition on the decode-head features, two-stage training,
+# EMA on): each table compares the levels of one factor with the others at their default.
+
+# %% tags=["parameters"]
+profile = "cpu"
+results_dir = "results"
+reports_dir = "reports"
+device = "auto"
+datasets = None  # None: the profile's datasets (ablations: ADE20K only under smoke / cpu)
+segmentors = None  # None: the profile's base segmentors
+seeds = None  # None: the profile's seeds
+
+# %%
+from pathlib import Path
+
+from IPython.display import Markdown, display
+
+from diffseg import experiments as ex
+from diffseg import viz
+
+NAME = "condition_and_training"
+tables_dir = Path(reports_dir) / "tables"
+figures_dir = Path(reports_dir) / "figures"
+spec = ex.EXPERIMENTS[NAME]
+display(Markdown(viz.experiment_intro(spec.title, spec.finding, spec.description, ex.profile_notes(profile))))
+
+# %%
+df = ex.run_experiment(
+    NAME,
+    profile=profile,
+    results_dir=results_dir,
+    datasets=datasets,
+    segmentors=segmentors,
+    seeds=seeds,
+    device=device,
+)
+display(viz.provenance_table(df))
+
+# %%
+comparisons = {
+    "condition": [("features", "logits"), ("features", "mask")],
+    "training": [("two-stage", "one-stage")],
+    "ema": [("on", "off")],
+}
+for factor, pairs in comparisons.items():
+    if factor not in df.columns or df[factor].nunique() < 2:
+        display(Markdown(f"*Factor {factor!r} is not varied in these runs.*"))
+        continue
+    sub = viz.one_factor(df, factor)
+    display(Markdown(f"## {factor}"))
+    delta = viz.delta_table(sub, index=["dataset", "segmentor"], columns=[factor], test="ss")
+    viz.save_table(delta.text, f"06_{factor}", tables_dir)
+    viz.save_table(delta.stats, f"06_{factor}_stats", tables_dir)
+    display(delta.text)
+    fig = viz.bar_compare(sub, x=factor, hue="method", test="ss")
+    viz.save_figure(fig, f"06_{factor}", figures_dir)
+    display(fig)
+    lines = []
+    for a, b in pairs:
+        if not {a, b} <= set(sub[factor].astype(str)):
+            lines.append(f"- {a} versus {b}: not testable, one level was not run.")
+            continue
+        cmp = viz.compare_levels(sub, factor, a, b)
+        for (dataset, segmentor), g in cmp.groupby(["dataset", "segmentor"]):
+            v = viz.verdict_of(g["a"], g["b"])
+            lines.append(
+                f"- **{dataset} / {segmentor}**: {viz.describe_delta(g['a'], g['b'], label=f'{a} minus {b}')} -> *{v}* (for the release's choice, {a})"
+            )
+            if v == "contradicts":
+                lines.append(f"  **Here {b} is significantly better than the release's choice {a}.**")
+    display(Markdown("\n".join(lines)))
