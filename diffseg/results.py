@@ -1,0 +1,157 @@
+"""The results store: one row per (run, method, step, metric[, class]) with provenance; parquet + CSV mirror.
+
+Layout under ``root`` (e.g. ``results/cpu``)::
+
+    rows/<run_id>.parquet     the rows of one evaluated run, written whole to a temp file and renamed, so an
+                              interrupted run leaves no partial rows and parallel notebooks never collide
+    artifacts/<run_id>.npz    arrays for the figure notebooks (predictions per step, trajectories, prior samples)
+    results.parquet, results.csv   the consolidated table (``consolidate``), rebuilt from rows/
+
+Nothing downstream of this store reads checkpoints: notebooks read rows and artifacts only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import uuid
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+COLUMNS = (
+    "run_id", "experiment", "arm", "dataset", "segmentor", "seed", "method", "step", "t", "test", "metric",
+    "class_name", "value",
+)
+MEAN_METRICS = ("mIoU", "mAcc", "aAcc", "mBIoU")
+CLASS_METRICS = {"IoU": "IoU", "BIoU": "BIoU"}
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str:
+    """The commit of the working tree (with '+dirty' when it has changes), or 'unknown' outside git."""
+    try:
+        root = Path(__file__).resolve().parents[1]
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                             check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@lru_cache(maxsize=1)
+def package_versions() -> str:
+    import ignite
+    import torch
+    import transformers
+
+    return json.dumps({"python": platform.python_version(), "torch": torch.__version__,
+                       "ignite": ignite.__version__, "transformers": transformers.__version__})
+
+
+def metrics_to_rows(metrics: dict[str, Any], class_names: tuple[str, ...] | list[str], test: str = "ss",
+                    last_only: bool = False) -> list[dict[str, Any]]:
+    """Turn the evaluator's {"base", "refined", "t"} into long rows (values are fractions in [0, 1])."""
+    rows: list[dict[str, Any]] = []
+
+    def add(method: str, step: int, t: int, m: dict[str, Any]) -> None:
+        for name in MEAN_METRICS:
+            rows.append({"method": method, "step": step, "t": t, "test": test, "metric": name, "class_name": "",
+                         "value": float(m[name])})
+        for name in CLASS_METRICS:
+            for cls, v in zip(class_names, m.get(name, [])):
+                if v is not None and not np.isnan(v):
+                    rows.append({"method": method, "step": step, "t": t, "test": test, "metric": name,
+                                 "class_name": cls, "value": float(v)})
+
+    add("base", 0, 0, metrics["base"])
+    steps = list(zip(metrics.get("t", []), metrics.get("refined", [])))
+    n = len(steps)
+    for i, (t, m) in enumerate(steps, start=1):
+        if last_only and i != n:
+            continue
+        add("refined", i, int(t), m)
+    return rows
+
+
+class ResultsStore:
+    """Rows and artifacts of evaluated runs under one folder (one per profile)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def rows_dir(self) -> Path:
+        return self.root / "rows"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.root / "artifacts"
+
+    def has(self, run_id: str) -> bool:
+        return (self.rows_dir / f"{run_id}.parquet").exists()
+
+    def write_rows(self, run_id: str, rows: list[dict[str, Any]], provenance: dict[str, Any]) -> Path:
+        """Write one run's rows atomically (all or nothing), each carrying the run's provenance."""
+        if not rows:
+            raise ValueError(f"run {run_id} produced no result rows")
+        df = pd.DataFrame(rows)
+        for key, value in provenance.items():
+            df[key] = value
+        df["run_id"] = run_id
+        df["git_commit"] = provenance.get("git_commit", git_commit())
+        df["versions"] = provenance.get("versions", package_versions())
+        self.rows_dir.mkdir(parents=True, exist_ok=True)
+        path = self.rows_dir / f"{run_id}.parquet"
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+        return path
+
+    def load(self, run_ids: list[str] | None = None) -> pd.DataFrame:
+        """All rows (or those of ``run_ids``) as one DataFrame."""
+        if not self.rows_dir.exists():
+            return pd.DataFrame(columns=list(COLUMNS))
+        if run_ids is None:
+            files = sorted(self.rows_dir.glob("*.parquet"))
+        else:
+            files = [self.rows_dir / f"{r}.parquet" for r in run_ids if (self.rows_dir / f"{r}.parquet").exists()]
+        if not files:
+            return pd.DataFrame(columns=list(COLUMNS))
+        return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+    def consolidate(self) -> pd.DataFrame:
+        """Rebuild results.parquet and its CSV mirror from rows/ (atomically)."""
+        df = self.load()
+        self.root.mkdir(parents=True, exist_ok=True)
+        for name, writer in (("results.parquet", lambda p: df.to_parquet(p, index=False)),
+                             ("results.csv", lambda p: df.to_csv(p, index=False))):
+            tmp = self.root / f".{name}.{uuid.uuid4().hex}.tmp"
+            writer(tmp)
+            os.replace(tmp, self.root / name)
+        return df
+
+    def save_artifacts(self, run_id: str, arrays: dict[str, np.ndarray]) -> Path:
+        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        path = self.artifacts_dir / f"{run_id}.npz"
+        tmp = path.with_name(f".{run_id}.{uuid.uuid4().hex}.tmp.npz")
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, path)
+        return path
+
+    def has_artifacts(self, run_id: str) -> bool:
+        return (self.artifacts_dir / f"{run_id}.npz").exists()
+
+    def load_artifacts(self, run_id: str) -> dict[str, np.ndarray]:
+        path = self.artifacts_dir / f"{run_id}.npz"
+        if not path.exists():
+            raise FileNotFoundError(f"no artifacts for run {run_id} under {self.artifacts_dir}; run the experiment")
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}

@@ -1,0 +1,180 @@
+"""Engines: a short training helps, resume after SIGKILL is exact, 2-process gloo equals 1 process, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from diffseg.config import apply_overrides
+from diffseg.engines import (
+    NanLossError,
+    evaluate_models,
+    get_dataflow,
+    load_latest_checkpoint,
+    load_refiner_from_run,
+    run,
+    training,
+)
+from diffseg.profiles import profile_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_cfg(data_root: Path, **overrides):
+    """The smoke profile, smaller still: seconds per training on a 2-core CPU."""
+    cfg = profile_config("smoke", "ade20k")
+    base = {
+        "data.root": str(data_root),
+        "data.synth_n_train": 16,
+        "data.synth_n_val": 4,
+        "segmentor.train_iterations": 20,
+        "train.stage1_iterations": 10,
+        "train.stage2_iterations": 10,
+        "train.checkpoint_every": 5,
+        "device": "cpu",
+    }
+    return apply_overrides(cfg, {**base, **overrides})
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("data") / "ade20k"
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, data_root) -> tuple[Path, dict]:
+    cfg = tiny_cfg(data_root, **{"segmentor.train_iterations": 60, "train.stage1_iterations": 30,
+                                 "train.stage2_iterations": 30})
+    run_dir = tmp_path_factory.mktemp("runs") / "r"
+    return run_dir, training(cfg, run_dir, progress=False)
+
+
+def test_short_training_improves_over_untrained(finished_run) -> None:
+    run_dir, res = finished_run
+    cfg, refiner, segmentor = load_refiner_from_run(run_dir)
+    _, val_loader, val_ds = get_dataflow(cfg, 0)
+    trained = res["refined"][-1]["mIoU"]
+    torch.manual_seed(0)
+    for p in refiner.denoiser.parameters():  # an untrained denoiser: fresh random weights
+        torch.nn.init.normal_(p, std=0.02)
+    untrained = evaluate_models(refiner, segmentor, cfg, val_loader, val_ds, torch.device("cpu"))
+    assert trained > untrained["refined"][-1]["mIoU"] + 0.02
+    assert res["base"]["mIoU"] > 1.5 / 150  # the trained base is far above chance
+    assert (run_dir / "metrics.json").exists() and (run_dir / "log.csv").exists()
+    assert len(res["refined"]) == cfg.eval.num_evals and res["t"] == sorted(res["t"], reverse=True)
+
+
+def _train_cmd(run_dir: Path, data_root: Path) -> list[str]:
+    return [sys.executable, "-m", "diffseg", "train", "--profile", "smoke", "--out", str(run_dir), "--no-progress",
+            f"data.root={data_root}", "data.synth_n_train=16", "data.synth_n_val=4", "segmentor.train_iterations=20",
+            "train.stage1_iterations=20", "train.stage2_iterations=20", "train.checkpoint_every=5", "device=cpu"]
+
+
+def test_resume_after_sigkill_matches_uninterrupted(tmp_path, data_root) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    straight = tmp_path / "straight"
+    subprocess.run(_train_cmd(straight, data_root), check=True, env=env, capture_output=True, cwd=ROOT)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(killed, data_root), env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (killed / "checkpoints" / "checkpoint_15.pt").exists():
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "metrics.json").exists(), "the run finished before it could be killed"
+    subprocess.run(_train_cmd(killed, data_root), check=True, env=env, capture_output=True, cwd=ROOT)
+
+    a = torch.load(straight / "checkpoints" / "checkpoint_40.pt", weights_only=True)
+    b = torch.load(killed / "checkpoints" / "checkpoint_40.pt", weights_only=True)
+    for key in ("denoiser", "ema"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
+    base_a, base_b = load_file(straight / "base.safetensors"), load_file(killed / "base.safetensors")
+    assert all(torch.equal(base_a[k], base_b[k]) for k in base_a)
+    ma, mb = json.loads((straight / "metrics.json").read_text()), json.loads((killed / "metrics.json").read_text())
+    assert ma["base"] == mb["base"] and ma["refined"] == mb["refined"]
+
+
+def test_two_gloo_processes_equal_one(tmp_path, finished_run, data_root) -> None:
+    run_dir, _ = finished_run
+    cfg = tiny_cfg(data_root, **{"train.stage1_iterations": 4, "train.stage2_iterations": 4,
+                                 "segmentor.train_iterations": 4, "data.batch_size": 4})
+    out = run(cfg, tmp_path / "ddp", nproc_per_node=2, backend="gloo", progress=False)
+    assert out and "refined" in out  # training ran to the end and evaluated
+    state, _ = load_latest_checkpoint(tmp_path / "ddp" / "checkpoints")
+    assert state["iteration"] == 8
+
+    # Evaluation of one trained model: the all-reduced 2-process metrics equal the 1-process ones.
+    one = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    cfg1, refiner, segmentor = load_refiner_from_run(tmp_path / "ddp")
+    _, val_loader, val_ds = get_dataflow(cfg1, 0)
+    single = evaluate_models(refiner, segmentor, cfg1, val_loader, val_ds, torch.device("cpu"))
+    assert single["base"]["mIoU"] == pytest.approx(one["base"]["mIoU"], abs=1e-9)
+    assert single["base"]["mBIoU"] == pytest.approx(one["base"]["mBIoU"], abs=1e-9)
+
+
+def test_changed_config_refuses_to_resume(finished_run, data_root) -> None:
+    run_dir, _ = finished_run
+    cfg = apply_overrides(load_refiner_from_run(run_dir)[0], ["unet.width=8"])
+    with pytest.raises(ValueError, match=r"different config.*unet\.width.*--allow-config-change"):
+        training(cfg, run_dir, progress=False)
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path, finished_run) -> None:
+    run_dir, _ = finished_run
+    other = tmp_path / "other"
+    (other / "checkpoints").mkdir(parents=True)
+    for name in ("config.yaml", "base.safetensors"):
+        (other / name).write_bytes((run_dir / name).read_bytes())
+    state, _ = load_latest_checkpoint(run_dir / "checkpoints")
+    state["model_signature"] = {**state["model_signature"], "num_classes": 19}
+    torch.save(state, other / "checkpoints" / "checkpoint_1.pt")
+    with pytest.raises(ValueError, match=r"checkpoint_1\.pt is for another model: num_classes: checkpoint has 19"):
+        load_refiner_from_run(other)
+
+
+def test_truncated_checkpoint_falls_back_to_previous(tmp_path, finished_run) -> None:
+    run_dir, _ = finished_run
+    ckpts = sorted((run_dir / "checkpoints").glob("checkpoint_*.pt"))
+    assert len(ckpts) == 2
+    copy = tmp_path / "ck"
+    copy.mkdir()
+    for p in ckpts:
+        (copy / p.name).write_bytes(p.read_bytes())
+    newest = max(copy.glob("*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+    newest.write_bytes(newest.read_bytes()[:1000])
+    with pytest.warns(UserWarning, match="unreadable"):
+        state, path = load_latest_checkpoint(copy)
+    assert path != newest and state is not None
+
+
+def test_missing_run_folder_and_unknown_key_via_cli(tmp_path, capsys) -> None:
+    from diffseg.cli import main
+
+    assert main(["eval", "--run", str(tmp_path / "nope")]) == 2
+    assert "nope does not exist" in capsys.readouterr().err
+    assert main(["train", "--profile", "smoke", "--out", str(tmp_path / "x"), "unet.widht=3"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'unet.widht'" in err and "width" in err
+
+
+def test_nan_loss_stops_with_iteration_and_keeps_last_checkpoint(tmp_path, data_root) -> None:
+    cfg = tiny_cfg(data_root, **{"optim.lr": 1e30, "optim.grad_clip": None, "optim.warmup_iters": 0,
+                                 "train.checkpoint_every": 1})
+    with pytest.raises(NanLossError, match=r"at iteration \d+.*last good checkpoint is .*checkpoint_\d+\.pt"):
+        training(cfg, tmp_path / "nan", progress=False)
+    state, _ = load_latest_checkpoint(tmp_path / "nan" / "checkpoints")
+    assert state is not None and all(torch.isfinite(v).all() for v in state["denoiser"].values())
