@@ -236,15 +236,14 @@ class MaskPriorRefiner(nn.Module):
         cond: torch.Tensor,
     ) -> torch.Tensor:
         """The (B, h, w) long map the forward noise is applied to."""
-        base_argmax = logits.argmax(dim=1)
         if noise_object == "base":
-            return base_argmax
+            return logits.argmax(dim=1)
         if noise_object == "gt":
             # nearest-exact samples each 4x4 cell near its centre rather than at its top-left pixel
             small = F.interpolate(mask[:, None].float(), size=logits.shape[-2:], mode="nearest-exact")[
                 :, 0
             ].long()
-            return torch.where(small == IGNORE_INDEX, base_argmax, small)
+            return torch.where(small == IGNORE_INDEX, logits.argmax(dim=1), small)
         t_T = torch.full((x_T.shape[0],), self.kernel.num_steps, dtype=torch.long, device=logits.device)
         with torch.no_grad():
             return self.denoise(x_T, t_T, cond).argmax(dim=1)
@@ -298,7 +297,14 @@ class MaskPriorRefiner(nn.Module):
         pred = self.denoise(x_t, t, cond)
         up = F.interpolate(pred.float(), size=mask.shape[-2:], mode="bilinear", align_corners=False)
         # sum / count instead of the mean: a batch with every pixel ignored gives 0, not NaN, without a host sync
-        ce = F.cross_entropy(up, mask, ignore_index=IGNORE_INDEX, reduction="sum")
+        if up.is_contiguous():
+            ce = F.cross_entropy(up, mask, ignore_index=IGNORE_INDEX, reduction="sum")
+        else:
+            # The UNet's output is channels-last strided when its input is (SegFormer's features, the embedding's
+            # permute); cross-entropy over dim 1 would first copy the whole upsampled map to NCHW (a third of the
+            # loss's time on CPU), while its (pixels, K) rows are already contiguous. Same sum.
+            rows = up.permute(0, 2, 3, 1).reshape(-1, up.shape[1])
+            ce = F.cross_entropy(rows, mask.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
         loss = ce / (mask != IGNORE_INDEX).sum().clamp_min(1)
         return {"loss": loss, "t_mean": t.float().mean().detach()}
 
