@@ -50,16 +50,13 @@ def refine(
 
 
 def _palette(dataset: str, num_classes: int) -> np.ndarray:
-    try:
-        from diffseg.data import dataset_class
+    """The dataset's palette (ADE20K's 151-class mode prepends "other")."""
+    from diffseg.data import ADE20K_PALETTE, CITYSCAPES_PALETTE
 
-        pal = np.asarray(dataset_class(dataset).PALETTE, dtype=np.uint8)
-        if len(pal) >= num_classes:
-            return pal
-    except (ImportError, AttributeError, ValueError):
-        pass
-    rng = np.random.default_rng(0)
-    return rng.integers(0, 255, size=(num_classes, 3), dtype=np.uint8)
+    pal = np.asarray(ADE20K_PALETTE if dataset == "ade20k" else CITYSCAPES_PALETTE, dtype=np.uint8)
+    if len(pal) < num_classes:
+        pal = np.concatenate([np.zeros((num_classes - len(pal), 3), dtype=np.uint8), pal])
+    return pal
 
 
 def refine_folder(
@@ -108,7 +105,7 @@ def refine_folder(
             pil = Image.open(path).convert("RGB")
         except OSError as e:
             raise ValueError(f"cannot read image {path}: {e}") from e
-        rgb = np.asarray(pil)
+        rgb = np.array(pil)  # a writable copy for torch
         h0, w0 = rgb.shape[:2]
         x = torch.from_numpy(rgb).to(dev).permute(2, 0, 1)[None].float() / 255.0
         long_side, short_side = max(cfg.data.test_scale), min(cfg.data.test_scale)

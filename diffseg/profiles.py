@@ -80,7 +80,8 @@ NOTES = {
 
 
 def data_config(dataset: str, profile: str, root: str | None = None) -> DataConfig:
-    """The data section of a profile; ``root`` defaults to $ADE20K_ROOT / $CITYSCAPES_ROOT for ``paper``."""
+    """The data section of a profile. ``root`` defaults to $ADE20K_ROOT / $CITYSCAPES_ROOT for ``paper`` and to
+    ``$DIFFSEG_DATA/<profile>/<dataset>`` (``data/...``) for the synthetic profiles."""
     _check(dataset=dataset, profile=profile)
     if profile == "paper":
         env = "ADE20K_ROOT" if dataset == "ade20k" else "CITYSCAPES_ROOT"
@@ -100,7 +101,7 @@ def data_config(dataset: str, profile: str, root: str | None = None) -> DataConf
     scale = (size[1], size[0])
     return DataConfig(
         dataset=dataset,
-        root=root or f"data/{profile}/{dataset}",
+        root=root or f"{os.environ.get('DIFFSEG_DATA', 'data')}/{profile}/{dataset}",
         scale=scale,
         ratio_range=(0.75, 1.5),
         crop_size=crop,

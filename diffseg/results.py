@@ -128,9 +128,19 @@ class ResultsStore:
         return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
 
     def consolidate(self) -> pd.DataFrame:
-        """Rebuild results.parquet and its CSV mirror from rows/ (atomically)."""
+        """Rebuild results.parquet and its CSV mirror from rows/ (atomically).
+
+        Left untouched when nothing changed, so `make` does not re-render the notebooks of an unchanged study.
+        """
         df = self.load()
         self.root.mkdir(parents=True, exist_ok=True)
+        current = self.root / "results.parquet"
+        if current.exists() and (self.root / "results.csv").exists():
+            try:
+                if pd.read_parquet(current).equals(df):
+                    return df
+            except (OSError, ValueError):
+                pass  # unreadable: rewrite it
         for name, writer in (("results.parquet", lambda p: df.to_parquet(p, index=False)),
                              ("results.csv", lambda p: df.to_csv(p, index=False))):
             tmp = self.root / f".{name}.{uuid.uuid4().hex}.tmp"

@@ -171,10 +171,41 @@ def test_missing_run_folder_and_unknown_key_via_cli(tmp_path, capsys) -> None:
     assert "unknown config key 'unet.widht'" in err and "width" in err
 
 
-def test_nan_loss_stops_with_iteration_and_keeps_last_checkpoint(tmp_path, data_root) -> None:
-    cfg = tiny_cfg(data_root, **{"optim.lr": 1e30, "optim.grad_clip": None, "optim.warmup_iters": 0,
-                                 "train.checkpoint_every": 1})
-    with pytest.raises(NanLossError, match=r"at iteration \d+.*last good checkpoint is .*checkpoint_\d+\.pt"):
+def test_nan_loss_stops_with_iteration_and_keeps_last_checkpoint(tmp_path, data_root, monkeypatch) -> None:
+    from diffseg.models.refiner import MaskPriorRefiner
+
+    original = MaskPriorRefiner.loss
+    calls = {"n": 0}
+
+    def diverging_loss(self, *args, **kwargs):  # a training that blows up at its 7th iteration
+        out = original(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] >= 7:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(MaskPriorRefiner, "loss", diverging_loss)
+    cfg = tiny_cfg(data_root, **{"train.checkpoint_every": 5})
+    with pytest.raises(NanLossError, match=r"at iteration 7.*last good checkpoint is .*checkpoint_5\.pt"):
         training(cfg, tmp_path / "nan", progress=False)
     state, _ = load_latest_checkpoint(tmp_path / "nan" / "checkpoints")
-    assert state is not None and all(torch.isfinite(v).all() for v in state["denoiser"].values())
+    assert state["iteration"] == 5 and all(torch.isfinite(v).all() for v in state["denoiser"].values())
+
+
+def test_refine_command_and_api(finished_run, tmp_path, data_root) -> None:
+    from diffseg import refine
+    from diffseg.cli import main
+
+    run_dir, _ = finished_run
+    images = data_root / "images" / "validation"
+    assert main(["refine", "--refiner", str(run_dir), "--input", str(images), "--out", str(tmp_path / "out"),
+                 "--device", "cpu"]) == 0
+    stems = sorted(p.stem for p in images.glob("*.jpg"))
+    assert sorted(p.stem for p in (tmp_path / "out").glob("*_overlay.png")) == [f"{s}_overlay" for s in stems]
+
+    cfg, refiner, _ = load_refiner_from_run(run_dir)
+    image = torch.randn(2, 3, 48, 48)
+    labels = refine(images=image, refiner=refiner, steps=2, generator=torch.Generator().manual_seed(0))
+    assert labels.shape == (2, 12, 12) and labels.dtype == torch.long
+    with pytest.raises(ValueError, match="conditioned on segmentor features"):
+        refine(base_logits=torch.randn(2, refiner.num_classes, 12, 12), refiner=refiner)
