@@ -50,9 +50,10 @@ format: setup
 	$(BIN)/ruff check --fix .
 
 # ---- the study ------------------------------------------------------------------------------------------------
+JOBS ?= 2
 reproduce: setup
 	$(MAKE) sweep
-	$(MAKE) reports
+	$(MAKE) -j$(JOBS) reports
 
 data: setup
 	$(PY) -m diffseg sweep --profile $(PROFILE) --results $(RESULTS) --data-only

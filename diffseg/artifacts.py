@@ -25,8 +25,14 @@ def _to_uint8_image(image: torch.Tensor) -> np.ndarray:
 
 
 @torch.inference_mode()
-def trace(refiner: nn.Module, cond: torch.Tensor, shape: tuple[int, int, int], grid: list[int], sampler: str,
-          generator: torch.Generator) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def trace(
+    refiner: nn.Module,
+    cond: torch.Tensor,
+    shape: tuple[int, int, int],
+    grid: list[int],
+    sampler: str,
+    generator: torch.Generator,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """The sampler's loop, keeping its inputs: (x_t per step (B,h,w), x0 logits per step (B,K,h,w)).
 
     Uses the sampler's own ``next_input`` so the trajectory is exactly what ``refine`` computes.
@@ -53,8 +59,15 @@ def _as_labels(x: torch.Tensor, refiner: nn.Module) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def make_artifacts(refiner: nn.Module, segmentor: nn.Module, cfg: ExperimentConfig, dataset: Dataset,
-                   device: torch.device, num_images: int = 6, num_prior_samples: int = 6) -> dict[str, Any]:
+def make_artifacts(
+    refiner: nn.Module,
+    segmentor: nn.Module,
+    cfg: ExperimentConfig,
+    dataset: Dataset,
+    device: torch.device,
+    num_images: int = 6,
+    num_prior_samples: int = 6,
+) -> dict[str, Any]:
     """Predictions, trajectories and mask-prior samples for the first ``num_images`` validation images.
 
     Keys (uint8 label maps, 255 = ignore; 1/4-resolution maps are h, w):
@@ -95,7 +108,9 @@ def make_artifacts(refiner: nn.Module, segmentor: nn.Module, cfg: ExperimentConf
         "base": to_full(logits),
         "refined_steps": np.stack([to_full(lg) for lg in step_logits]),
         "t_steps": np.asarray(grid, dtype=np.int64),
-        "x_t_steps": np.stack([_as_labels(x, refiner)[..., :vh4, :vw4].to(torch.int16).cpu().numpy() for x in xs]),
+        "x_t_steps": np.stack(
+            [_as_labels(x, refiner)[..., :vh4, :vw4].to(torch.int16).cpu().numpy() for x in xs]
+        ),
     }
 
     # The mask prior: ground truth at 1/4 resolution, noised to several levels and denoised in one step.
@@ -108,7 +123,9 @@ def make_artifacts(refiner: nn.Module, segmentor: nn.Module, cfg: ExperimentConf
         t_vec = torch.full((n,), t, dtype=torch.long, device=device)
         x_t = refiner.kernel.q_sample(small, t_vec, gen)
         noised.append(_as_labels(x_t, refiner)[..., :vh4, :vw4].to(torch.int16).cpu().numpy())
-        denoised.append(refiner.denoise(x_t, t_vec, cond).argmax(1)[..., :vh4, :vw4].to(torch.int16).cpu().numpy())
+        denoised.append(
+            refiner.denoise(x_t, t_vec, cond).argmax(1)[..., :vh4, :vw4].to(torch.int16).cpu().numpy()
+        )
     out["prior_gt"] = small[..., :vh4, :vw4].to(torch.int16).cpu().numpy()
     out["prior_levels"] = np.asarray(levels, dtype=np.int64)
     out["prior_noised"] = np.stack(noised)

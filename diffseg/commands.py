@@ -13,35 +13,65 @@ HELP_FMT = argparse.ArgumentDefaultsHelpFormatter
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a base segmentor (when needed) and a refiner, then evaluate",
-                       formatter_class=HELP_FMT,
-                       description="Train and evaluate one run. Run again with the same arguments to resume.")
+    p = sub.add_parser(
+        "train",
+        help="train a base segmentor (when needed) and a refiner, then evaluate",
+        formatter_class=HELP_FMT,
+        description="Train and evaluate one run. Run again with the same arguments to resume.",
+    )
     p.add_argument("overrides", nargs="*", help="config overrides key.sub=value (e.g. unet.width=128)")
-    p.add_argument("--config", default=None, help="YAML config file (default: the profile's, or the release's)")
-    p.add_argument("--profile", default=None, choices=("smoke", "cpu", "paper"),
-                   help="start from a profile's config instead of --config")
-    p.add_argument("--dataset", default="ade20k", choices=("ade20k", "cityscapes"), help="dataset of --profile")
-    p.add_argument("--segmentor", default=None, help="base segmentor of --profile (default: the profile's first)")
+    p.add_argument(
+        "--config", default=None, help="YAML config file (default: the profile's, or the release's)"
+    )
+    p.add_argument(
+        "--profile",
+        default=None,
+        choices=("smoke", "cpu", "paper"),
+        help="start from a profile's config instead of --config",
+    )
+    p.add_argument(
+        "--dataset", default="ade20k", choices=("ade20k", "cityscapes"), help="dataset of --profile"
+    )
+    p.add_argument(
+        "--segmentor", default=None, help="base segmentor of --profile (default: the profile's first)"
+    )
     p.add_argument("--out", required=True, help="run folder (created; an existing one is resumed)")
-    p.add_argument("--nproc", type=int, default=None,
-                   help="spawn N processes on this node (gloo on CPU, nccl on GPU); use torchrun for clusters")
-    p.add_argument("--allow-config-change", action="store_true",
-                   help="continue a run folder whose config differs from the given one")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        help="spawn N processes on this node (gloo on CPU, nccl on GPU); use torchrun for clusters",
+    )
+    p.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="continue a run folder whose config differs from the given one",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a run's base segmentor and refiner", formatter_class=HELP_FMT)
     p.add_argument("--run", required=True, help="run folder written by `diffseg train`")
     p.add_argument("--split", default="val", choices=("train", "val"), help="split to evaluate")
-    p.add_argument("--steps", type=int, default=None, help="network evaluations (default: the run's eval.num_evals)")
-    p.add_argument("--sampler", default=None, choices=("strict", "free_renoise", "single_step"),
-                   help="inference scheme (default: the run's)")
+    p.add_argument(
+        "--steps", type=int, default=None, help="network evaluations (default: the run's eval.num_evals)"
+    )
+    p.add_argument(
+        "--sampler",
+        default=None,
+        choices=("strict", "free_renoise", "single_step"),
+        help="inference scheme (default: the run's)",
+    )
     p.add_argument("--ms", action="store_true", help="multi-scale + flip test (final step only)")
     p.add_argument("--mode", default=None, choices=("whole", "slide"), help="whole-image or sliding-window")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("refine", help="refine a segmentor's masks for an image or a folder", formatter_class=HELP_FMT)
-    p.add_argument("--refiner", required=True, help="run folder (or its checkpoints/ file) of a trained refiner")
+    p = sub.add_parser(
+        "refine", help="refine a segmentor's masks for an image or a folder", formatter_class=HELP_FMT
+    )
+    p.add_argument(
+        "--refiner", required=True, help="run folder (or its checkpoints/ file) of a trained refiner"
+    )
     p.add_argument("--segmentor", default=None, help="base segmentor name (must match the run's)")
     p.add_argument("--weights", default=None, help="base segmentor weights (default: the run's)")
     p.add_argument("--input", required=True, help="an image file or a folder of images (.jpg/.png)")
@@ -53,20 +83,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def add_study_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sweep", help="run every experiment of the study that the results store lacks",
-                       formatter_class=HELP_FMT,
-                       description="Trains and evaluates what results/<profile>/ lacks; resumable and incremental.")
+    p = sub.add_parser(
+        "sweep",
+        help="run every experiment of the study that the results store lacks",
+        formatter_class=HELP_FMT,
+        description="Trains and evaluates what results/<profile>/ lacks; resumable and incremental.",
+    )
     p.add_argument("--profile", default="cpu", choices=("smoke", "cpu", "paper"), help="study size")
     p.add_argument("--results", default="results", help="results store root")
     p.add_argument("--experiments", nargs="*", default=None, help="experiment names (default: all)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--workers", type=int, default=None,
-                   help="parallel processes (default: one single-threaded process per CPU core; 1 on CUDA)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="parallel processes (default: one single-threaded process per CPU core; 1 on CUDA)",
+    )
     p.add_argument("--data-only", action="store_true", help="only write the synthetic datasets")
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("report", help="write reports/index.html linking every rendered notebook",
-                       formatter_class=HELP_FMT)
+    p = sub.add_parser(
+        "report", help="write reports/index.html linking every rendered notebook", formatter_class=HELP_FMT
+    )
     p.add_argument("--profile", default="cpu", choices=("smoke", "cpu", "paper"), help="study size")
     p.add_argument("--results", default="results", help="results store root")
     p.add_argument("--reports", default="reports", help="folder of the rendered HTML reports")
@@ -92,11 +130,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.data_only:
         return 0
     t0 = time.time()
-    df = ex.sweep(args.profile, args.results, experiments=args.experiments, workers=args.workers,
-                  device=args.device)
+    df = ex.sweep(
+        args.profile, args.results, experiments=args.experiments, workers=args.workers, device=args.device
+    )
     store = ResultsStore(Path(args.results) / args.profile)
-    print(f"sweep done in {time.time() - t0:.0f} s; {len(df)} rows in {store.root / 'results.parquet'} "
-          "(and results.csv)")
+    print(
+        f"sweep done in {time.time() - t0:.0f} s; {len(df)} rows in {store.root / 'results.parquet'} "
+        "(and results.csv)"
+    )
     return 0
 
 
@@ -122,8 +163,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if (out / "metrics.json").exists():
         print(f"{out} is complete (metrics.json present); nothing to do.")
-    res = run(cfg, out, nproc_per_node=args.nproc, progress=not args.no_progress,
-              allow_config_change=args.allow_config_change)
+    res = run(
+        cfg,
+        out,
+        nproc_per_node=args.nproc,
+        progress=not args.no_progress,
+        allow_config_change=args.allow_config_change,
+    )
     if res:
         print(format_results(res))
     return 0
@@ -150,7 +196,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         changes["mode"] = args.mode
     cfg = replace(cfg, eval=replace(ev, multi_scale=args.ms, **changes))
     ds = build_dataset(cfg.data, args.split, train=False)
-    loader = torch.utils.data.DataLoader(ds, batch_size=1 if args.ms else cfg.data.batch_size, collate_fn=collate)
+    loader = torch.utils.data.DataLoader(ds, batch_size=cfg.eval.batch_size, collate_fn=collate)
     device = next(refiner.parameters()).device
     res = evaluate_models(refiner, segmentor, cfg, loader, ds, device)
     name = f"eval_{args.split}_{cfg.eval.sampler}_{cfg.eval.num_evals}{'_ms' if args.ms else ''}.json"
@@ -163,8 +209,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_refine(args: argparse.Namespace) -> int:
     from diffseg.inference import refine_folder
 
-    written = refine_folder(args.refiner, args.input, args.out, segmentor=args.segmentor, weights=args.weights,
-                            steps=args.steps, device=args.device)
+    written = refine_folder(
+        args.refiner,
+        args.input,
+        args.out,
+        segmentor=args.segmentor,
+        weights=args.weights,
+        steps=args.steps,
+        device=args.device,
+    )
     print(f"wrote {len(written)} refined label maps and overlays to {args.out}")
     return 0
 
@@ -176,8 +229,10 @@ def format_results(res: dict[str, Any]) -> str:
     lines = [f"{'method':<18}{'t':>5}{'mIoU':>8}{'mBIoU':>8}{'mAcc':>8}{'aAcc':>8}"]
 
     def row(name: str, t: Any, m: dict[str, Any]) -> str:
-        return (f"{name:<18}{t!s:>5}{100 * m['mIoU']:8.2f}{100 * m['mBIoU']:8.2f}{100 * m['mAcc']:8.2f}"
-                f"{100 * m['aAcc']:8.2f}")
+        return (
+            f"{name:<18}{t!s:>5}{100 * m['mIoU']:8.2f}{100 * m['mBIoU']:8.2f}{100 * m['mAcc']:8.2f}"
+            f"{100 * m['aAcc']:8.2f}"
+        )
 
     lines.append(row("base", "-", res["base"]))
     for i, (t, m) in enumerate(zip(res.get("t", []), res.get("refined", [])), start=1):

@@ -59,6 +59,7 @@ class SegmentorConfig:
     train_iterations: int = 0
     lr: float = 6e-4
     weight_decay: float = 0.01
+    seed: int = 0  # the base training's seed, independent of the run's (refiner) seed
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ class EvalConfig:
     scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
     flip: bool = True  # only with multi_scale
     guidance: float = 0.0
+    batch_size: int = 1  # >1 only when every evaluated image has the same size (the synthetic data)
     max_images: int | None = None
 
 
@@ -251,7 +253,9 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str] | dict[str, Any]
         for i, part in enumerate(parts[:-1]):
             if part not in node or not isinstance(node[part], dict):
                 valid = ", ".join(k for k, v in node.items() if isinstance(v, dict))
-                raise ConfigError(f"unknown config section '{'.'.join(parts[: i + 1])}'; valid sections: {valid}")
+                raise ConfigError(
+                    f"unknown config section '{'.'.join(parts[: i + 1])}'; valid sections: {valid}"
+                )
             node = node[part]
         if parts[-1] not in node:
             raise ConfigError(
@@ -264,7 +268,9 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str] | dict[str, Any]
 
 def _split_override(text: str) -> tuple[str, str]:
     if "=" not in text:
-        raise ConfigError(f"override '{text}' is not of the form key.sub=value (e.g. train.stage2_iterations=500)")
+        raise ConfigError(
+            f"override '{text}' is not of the form key.sub=value (e.g. train.stage2_iterations=500)"
+        )
     key, value = text.split("=", 1)
     return key.strip(), value
 
@@ -278,7 +284,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise FileNotFoundError(f"config file {path} does not exist")
         loaded = yaml.safe_load(path.read_text())
         if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a YAML mapping at the top level, got {type(loaded).__name__}")
+            raise ConfigError(
+                f"{path}: expected a YAML mapping at the top level, got {type(loaded).__name__}"
+            )
         data = loaded or {}
     cfg = from_dict(data)
     return apply_overrides(cfg, overrides or [])

@@ -58,7 +58,7 @@ class NanLossError(RuntimeError):
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """"auto" -> this process's CUDA device if there is one, else CPU."""
+    """ "auto" -> this process's CUDA device if there is one, else CPU."""
     if name == "auto":
         return idist.device() if torch.cuda.is_available() else torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -101,8 +101,14 @@ class IterationSampler(Sampler[list[int]]):
     """
 
     def __init__(
-        self, num_items: int, batch_size: int, total_iters: int, seed: int, start_iter: int = 0,
-        rank: int = 0, world_size: int = 1,
+        self,
+        num_items: int,
+        batch_size: int,
+        total_iters: int,
+        seed: int,
+        start_iter: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if num_items < 1:
             raise ValueError("the training split is empty")
@@ -112,8 +118,12 @@ class IterationSampler(Sampler[list[int]]):
 
     def _perm(self, epoch: int) -> torch.Tensor:
         if epoch not in self._perm_cache:
-            self._perm_cache = {epoch: torch.randperm(self.n, generator=make_generator(
-                iteration_seed(self.seed, epoch, stream=1), torch.device("cpu")))}
+            self._perm_cache = {
+                epoch: torch.randperm(
+                    self.n,
+                    generator=make_generator(iteration_seed(self.seed, epoch, stream=1), torch.device("cpu")),
+                )
+            }
         return self._perm_cache[epoch]
 
     def batch(self, iteration: int) -> list[int]:
@@ -166,19 +176,32 @@ def get_dataflow(
     pin = torch.cuda.is_available()
     workers = cfg.data.num_workers
     sampler = IterationSampler(
-        len(train_ds), cfg.data.batch_size, total_iters, cfg.seed + seed_offset, start_iter,
-        idist.get_rank(), idist.get_world_size(),
+        len(train_ds),
+        cfg.data.batch_size,
+        total_iters,
+        cfg.seed + seed_offset,
+        start_iter,
+        idist.get_rank(),
+        idist.get_world_size(),
     )
     train_loader = DataLoader(
-        SeededItems(train_ds), batch_sampler=sampler, num_workers=workers, collate_fn=collate,
-        pin_memory=pin, persistent_workers=False,
+        SeededItems(train_ds),
+        batch_sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin,
+        persistent_workers=False,
     )
     val_indices = list(range(idist.get_rank(), len(val_ds), idist.get_world_size()))
     if cfg.eval.max_images is not None:
         val_indices = [i for i in val_indices if i < cfg.eval.max_images]
     val_loader = DataLoader(
-        torch.utils.data.Subset(val_ds, val_indices), batch_size=1 if cfg.eval.multi_scale else cfg.data.batch_size,
-        shuffle=False, num_workers=workers, collate_fn=collate, pin_memory=pin,
+        torch.utils.data.Subset(val_ds, val_indices),
+        batch_size=cfg.eval.batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin,
     )
     return train_loader, val_loader, val_ds
 
@@ -199,13 +222,17 @@ def scaled_lr(cfg: ExperimentConfig) -> float:
     if effective != cfg.optim.reference_batch and idist.get_rank() == 0:
         log.info(
             "effective batch %d differs from optim.reference_batch %d: lr scaled %.3g -> %.3g",
-            effective, cfg.optim.reference_batch, cfg.optim.lr, lr,
+            effective,
+            cfg.optim.reference_batch,
+            cfg.optim.lr,
+            lr,
         )
     return lr
 
 
-def stage_lr_factor(it: int, stage_start: int, stage_len: int, warmup: int, decay_at: tuple[float, ...],
-                    gamma: float) -> float:
+def stage_lr_factor(
+    it: int, stage_start: int, stage_len: int, warmup: int, decay_at: tuple[float, ...], gamma: float
+) -> float:
     """Linear warmup over ``warmup`` iterations, then x gamma at each fraction of the stage in ``decay_at``."""
     local = it - stage_start
     warm = min(1.0, (local + 1) / max(1, warmup)) if warmup > 0 else 1.0
@@ -263,22 +290,37 @@ def _check_finite(loss: torch.Tensor, engine: Engine) -> None:
 
 
 def create_base_trainer(
-    segmentor: nn.Module, optimizer: torch.optim.Optimizer, cfg: ExperimentConfig, device: torch.device,
-    lr: float, total_iters: int,
+    segmentor: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    cfg: ExperimentConfig,
+    device: torch.device,
+    lr: float,
+    total_iters: int,
 ) -> Engine:
     """Job (a): train a base segmentor with pixel-wise cross-entropy (logits upsampled to the crop, ignore 255)."""
     model = idist.auto_model(segmentor) if idist.get_world_size() > 1 else segmentor
 
     def step(engine: Engine, batch: dict[str, Any]) -> dict[str, float]:
         it = engine.state.iteration - 1
-        set_lr(optimizer, lr * stage_lr_factor(it, 0, total_iters, min(cfg.optim.warmup_iters, total_iters // 10),
-                                               cfg.optim.decay_at, cfg.optim.decay_gamma))
+        set_lr(
+            optimizer,
+            lr
+            * stage_lr_factor(
+                it,
+                0,
+                total_iters,
+                min(cfg.optim.warmup_iters, total_iters // 10),
+                cfg.optim.decay_at,
+                cfg.optim.decay_gamma,
+            ),
+        )
         model.train()
         batch = _to_device(batch, device, cfg.train.channels_last)
         with _autocast(device, cfg.train.amp):
             _, logits = model(batch["image"])
-            logits = F.interpolate(logits.float(), size=batch["mask"].shape[-2:], mode="bilinear",
-                                   align_corners=False)
+            logits = F.interpolate(
+                logits.float(), size=batch["mask"].shape[-2:], mode="bilinear", align_corners=False
+            )
             loss = F.cross_entropy(logits, batch["mask"], ignore_index=255)
         _check_finite(loss, engine)
         optimizer.zero_grad(set_to_none=True)
@@ -292,8 +334,12 @@ def create_base_trainer(
 
 
 def create_refiner_trainer(
-    refiner: nn.Module, optimizer: torch.optim.Optimizer, cfg: ExperimentConfig, device: torch.device,
-    lr: float, stages: Stages,
+    refiner: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    cfg: ExperimentConfig,
+    device: torch.device,
+    lr: float,
+    stages: Stages,
 ) -> Engine:
     """Refiner training: stage 1 (always from a random mask) then stage 2 (multi-step, ``refiner.noise_object``).
 
@@ -304,8 +350,18 @@ def create_refiner_trainer(
     def step(engine: Engine, batch: dict[str, Any]) -> dict[str, float]:
         it = engine.state.iteration - 1
         start, length = stages.bounds(it)
-        set_lr(optimizer, lr * stage_lr_factor(it, start, length, min(cfg.optim.warmup_iters, length // 10),
-                                               cfg.optim.decay_at, cfg.optim.decay_gamma))
+        set_lr(
+            optimizer,
+            lr
+            * stage_lr_factor(
+                it,
+                start,
+                length,
+                min(cfg.optim.warmup_iters, length // 10),
+                cfg.optim.decay_at,
+                cfg.optim.decay_gamma,
+            ),
+        )
         batch = _to_device(batch, device, cfg.train.channels_last)
         gen = make_generator(iteration_seed(cfg.seed, it, stream=3), device)
         refiner.denoiser.train()
@@ -313,8 +369,11 @@ def create_refiner_trainer(
             with torch.no_grad():
                 base = refiner.base_outputs(batch["image"])
             out = refiner.loss(
-                batch, noise_object=cfg.refiner.noise_object, single_step=stages.stage_of(it) == 1,
-                generator=gen, base=base,
+                batch,
+                noise_object=cfg.refiner.noise_object,
+                single_step=stages.stage_of(it) == 1,
+                generator=gen,
+                base=base,
             )
         loss = out["loss"]
         _check_finite(loss, engine)
@@ -338,7 +397,9 @@ def _pad_to_multiple(x: torch.Tensor, multiple: int = 32) -> torch.Tensor:
     return F.pad(x, (0, pw, 0, ph)) if (ph or pw) else x
 
 
-def _windows(h: int, w: int, crop: tuple[int, int], stride: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+def _windows(
+    h: int, w: int, crop: tuple[int, int], stride: tuple[int, int]
+) -> list[tuple[int, int, int, int]]:
     ch, cw = min(crop[0], h), min(crop[1], w)
     rows = max(1, math.ceil((h - ch) / stride[0]) + 1)
     cols = max(1, math.ceil((w - cw) / stride[1]) + 1)
@@ -352,8 +413,12 @@ def _windows(h: int, w: int, crop: tuple[int, int], stride: tuple[int, int]) -> 
 
 
 def _forward_full(
-    refiner: nn.Module | None, segmentor: nn.Module, image: torch.Tensor, cfg: ExperimentConfig,
-    generator: torch.Generator | None, last_only: bool,
+    refiner: nn.Module | None,
+    segmentor: nn.Module,
+    image: torch.Tensor,
+    cfg: ExperimentConfig,
+    generator: torch.Generator | None,
+    last_only: bool,
 ) -> tuple[torch.Tensor, list[tuple[int, torch.Tensor]]]:
     """Base logits and refined logits per collected step, at the image's resolution.
 
@@ -372,7 +437,11 @@ def _forward_full(
             base = refiner.base_outputs(padded)
             base_logits = base[1]
             steps = refiner.refine(
-                base=base, sampler=ev.sampler, steps=_num_evals(cfg), generator=generator, guidance=ev.guidance,
+                base=base,
+                sampler=ev.sampler,
+                steps=_num_evals(cfg),
+                generator=generator,
+                guidance=ev.guidance,
             )
             if last_only:
                 steps = steps[-1:]
@@ -411,8 +480,12 @@ def _num_evals(cfg: ExperimentConfig) -> int:
 
 @torch.inference_mode()
 def predict(
-    refiner: nn.Module | None, segmentor: nn.Module, batch: dict[str, Any], cfg: ExperimentConfig,
-    generator: torch.Generator | None = None, multi_scale: bool = False,
+    refiner: nn.Module | None,
+    segmentor: nn.Module,
+    batch: dict[str, Any],
+    cfg: ExperimentConfig,
+    generator: torch.Generator | None = None,
+    multi_scale: bool = False,
 ) -> tuple[torch.Tensor, list[tuple[int, torch.Tensor]]]:
     """Predictions of base and refiner for a test batch, at the masks' (original) resolution.
 
@@ -424,6 +497,8 @@ def predict(
     out_hw = batch["mask"].shape[-2:]
     valid = batch.get("valid_hw")
     if valid is not None:
+        if bool((valid != valid[0]).any()):
+            raise ValueError("a test batch mixes image sizes; use eval.batch_size=1 for this dataset")
         vh, vw = (int(v) for v in valid[0])
         image = image[..., :vh, :vw]
     scales = cfg.eval.scales if multi_scale else (1.0,)
@@ -436,8 +511,9 @@ def predict(
     base_acc: torch.Tensor | None = None
     step_acc: list[list[Any]] = []
     for s in scales:
-        scaled = image if s == 1.0 else F.interpolate(
-            image, scale_factor=s, mode="bilinear", align_corners=False)
+        scaled = (
+            image if s == 1.0 else F.interpolate(image, scale_factor=s, mode="bilinear", align_corners=False)
+        )
         for flipped in flips:
             inp = scaled.flip(-1) if flipped else scaled
             base, steps = _forward_full(refiner, segmentor, inp, cfg, generator, last_only=multi_scale)
@@ -455,8 +531,14 @@ def predict(
 
 
 def create_evaluator(
-    refiner: nn.Module | None, segmentor: nn.Module, cfg: ExperimentConfig, num_classes: int, ignore_index: int,
-    device: torch.device, multi_scale: bool = False, seed: int = 0,
+    refiner: nn.Module | None,
+    segmentor: nn.Module,
+    cfg: ExperimentConfig,
+    num_classes: int,
+    ignore_index: int,
+    device: torch.device,
+    multi_scale: bool = False,
+    seed: int = 0,
 ) -> Engine:
     """One pass over a split gives mIoU / mAcc / aAcc / mBIoU of the base and of the refiner at every step.
 
@@ -504,7 +586,7 @@ def create_evaluator(
 
 def _checkpoint_files(ckpt_dir: Path) -> list[Path]:
     files = [p for p in ckpt_dir.glob(f"{CHECKPOINT_PREFIX}*.pt")]
-    return sorted(files, key=lambda p: int(p.stem[len(CHECKPOINT_PREFIX):]), reverse=True)
+    return sorted(files, key=lambda p: int(p.stem[len(CHECKPOINT_PREFIX) :]), reverse=True)
 
 
 def load_latest_checkpoint(ckpt_dir: Path) -> tuple[dict[str, Any] | None, Path | None]:
@@ -513,8 +595,10 @@ def load_latest_checkpoint(ckpt_dir: Path) -> tuple[dict[str, Any] | None, Path 
         try:
             return torch.load(path, map_location="cpu", weights_only=True), path
         except Exception as e:  # noqa: BLE001 - any failure to read means "not usable"
-            warnings.warn(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}); using the previous one",
-                          stacklevel=2)
+            warnings.warn(
+                f"checkpoint {path} is unreadable ({type(e).__name__}: {e}); using the previous one",
+                stacklevel=2,
+            )
     return None, None
 
 
@@ -545,21 +629,37 @@ def attach_logging(trainer: Engine, run_dir: Path, cfg: ExperimentConfig, progre
             w = csv.writer(f)
             if new:
                 w.writerow(["job", "iteration", "stage", "loss", "lr", "time"])
-            w.writerow([desc, engine.state.iteration, out.get("stage"), out.get("loss"), out.get("lr"),
-                        round(time.time(), 3)])
+            w.writerow(
+                [
+                    desc,
+                    engine.state.iteration,
+                    out.get("stage"),
+                    out.get("loss"),
+                    out.get("lr"),
+                    round(time.time(), 3),
+                ]
+            )
 
     try:
         from ignite.handlers.tensorboard_logger import TensorboardLogger
 
         tb = TensorboardLogger(log_dir=str(run_dir / "tensorboard"))
         tb.attach_output_handler(
-            trainer, event_name=Events.ITERATION_COMPLETED(every=max(1, cfg.train.log_every)), tag=desc,
+            trainer,
+            event_name=Events.ITERATION_COMPLETED(every=max(1, cfg.train.log_every)),
+            tag=desc,
             output_transform=lambda o: {"loss": o["loss"], "lr": o["lr"]},
         )
 
-        @trainer.on(Events.COMPLETED | Events.TERMINATE | Events.EXCEPTION_RAISED)
-        def _close(_: Engine, *args: Any) -> None:
+        @trainer.on(Events.COMPLETED | Events.TERMINATE)
+        def _close(_: Engine) -> None:
             tb.close()
+
+        @trainer.on(Events.EXCEPTION_RAISED)
+        def _close_and_reraise(_: Engine, e: BaseException) -> None:
+            # ignite hands an exception to its EXCEPTION_RAISED handlers instead of raising it: raise it again
+            tb.close()
+            raise e
     except ImportError:  # tensorboard is a pinned dependency; keep training if a user removed it
         pass
 
@@ -602,17 +702,21 @@ def _diff_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[s
     return out
 
 
-def train_base_segmentor(cfg: ExperimentConfig, out_path: Path, progress: bool = True,
-                         device: torch.device | None = None) -> Path:
+def train_base_segmentor(
+    cfg: ExperimentConfig, out_path: Path, progress: bool = True, device: torch.device | None = None
+) -> Path:
     """Job (a): train the base segmentor of ``cfg`` from scratch and save it to ``out_path`` (safetensors).
 
     Resumable through ``out_path.parent / 'base_checkpoints'``; returns the weights path (reused when present).
     """
+    from diffseg.config import replace
     from diffseg.segmentors import build_segmentor, save_segmentor
 
     out_path = Path(out_path)
     if out_path.exists():
         return out_path
+    # The base has its own seed: a study's seeds vary the refiner on top of one fixed base, as with a published one.
+    cfg = replace(cfg, seed=cfg.segmentor.seed)
     device = device or resolve_device(cfg.device)
     iters = cfg.segmentor.train_iterations
     ckpt_dir = out_path.parent / "base_checkpoints"
@@ -634,8 +738,15 @@ def train_base_segmentor(cfg: ExperimentConfig, out_path: Path, progress: bool =
     @trainer.on(Events.ITERATION_COMPLETED(every=every))
     def _ckpt(engine: Engine) -> None:
         if idist.get_rank() == 0:
-            save_checkpoint(ckpt_dir, engine.state.iteration, {
-                "iteration": engine.state.iteration, "model": seg.state_dict(), "optimizer": opt.state_dict()})
+            save_checkpoint(
+                ckpt_dir,
+                engine.state.iteration,
+                {
+                    "iteration": engine.state.iteration,
+                    "model": seg.state_dict(),
+                    "optimizer": opt.state_dict(),
+                },
+            )
 
     attach_logging(trainer, out_path.parent, cfg, progress, "base")
     if start < iters:
@@ -651,7 +762,9 @@ def _stage1_state(stage1_dir: Path, stages: Stages) -> tuple[dict[str, Any], Pat
     state, path = load_latest_checkpoint(stage1_dir / "checkpoints")
     if state is None or int(state["iteration"]) != stages.stage1:
         got = None if state is None else state["iteration"]
-        raise ValueError(f"{stage1_dir} holds no finished stage 1 of {stages.stage1} iterations (found {got})")
+        raise ValueError(
+            f"{stage1_dir} holds no finished stage 1 of {stages.stage1} iterations (found {got})"
+        )
     state = dict(state)
     state["ema"] = None
     return state, path
@@ -693,8 +806,11 @@ def check_signature(saved: dict[str, Any] | None, refiner: nn.Module, path: Path
     current = refiner_signature(refiner)
     if saved is None:
         raise ValueError(f"{path} is not a diffseg refiner checkpoint (no model signature)")
-    diffs = [f"{k}: checkpoint has {saved.get(k)!r}, this model expects {v!r}"
-             for k, v in current.items() if saved.get(k) != v]
+    diffs = [
+        f"{k}: checkpoint has {saved.get(k)!r}, this model expects {v!r}"
+        for k, v in current.items()
+        if saved.get(k) != v
+    ]
     if diffs:
         raise ValueError(f"checkpoint {path} is for another model: " + "; ".join(diffs))
 
@@ -709,9 +825,16 @@ def _build_models(cfg: ExperimentConfig, device: torch.device, base_weights: str
     return segmentor, refiner
 
 
-def training(cfg: ExperimentConfig, run_dir: str | Path, progress: bool = True, allow_config_change: bool = False,
-             evaluate_at_end: bool = True, stop_after: int | None = None, base_weights: str | None = None,
-             init_from: str | Path | None = None) -> dict[str, Any]:
+def training(
+    cfg: ExperimentConfig,
+    run_dir: str | Path,
+    progress: bool = True,
+    allow_config_change: bool = False,
+    evaluate_at_end: bool = True,
+    stop_after: int | None = None,
+    base_weights: str | None = None,
+    init_from: str | Path | None = None,
+) -> dict[str, Any]:
     """Train base segmentor (if the config asks for it) and refiner, then evaluate on val. Resumes automatically.
 
     Returns the metrics dict also written to ``run_dir/metrics.json``. ``stop_after`` ends training after that many
@@ -747,7 +870,11 @@ def training(cfg: ExperimentConfig, run_dir: str | Path, progress: bool = True, 
     segmentor, refiner = _build_models(cfg, device, base_weights, val_ds.num_classes)
     lr = scaled_lr(cfg)
     opt = build_optimizer([p for p in refiner.denoiser.parameters() if p.requires_grad], cfg, lr)
-    ema = EMAHandler(refiner.denoiser, momentum=cfg.train.ema_momentum) if cfg.train.ema and stages.stage2 else None
+    ema = (
+        EMAHandler(refiner.denoiser, momentum=cfg.train.ema_momentum)
+        if cfg.train.ema and stages.stage2
+        else None
+    )
     if state:
         check_signature(state.get("model_signature"), refiner, state_path)
         refiner.denoiser.load_state_dict(state["denoiser"])
@@ -767,18 +894,25 @@ def training(cfg: ExperimentConfig, run_dir: str | Path, progress: bool = True, 
         def _start_ema(_: Engine) -> None:  # EMA tracks stage 2 only: restart it from the stage-1 weights
             ema.ema_model.load_state_dict(_unwrap(refiner.denoiser).state_dict())
 
-        ema.attach(trainer, name="ema_momentum",
-                   event=Events.ITERATION_COMPLETED(event_filter=lambda _, i: i > s1 and (i - s1) % every == 0))
+        ema.attach(
+            trainer,
+            name="ema_momentum",
+            event=Events.ITERATION_COMPLETED(event_filter=lambda _, i: i > s1 and (i - s1) % every == 0),
+        )
 
     def _save(engine: Engine) -> None:
         if idist.get_rank() == 0:
-            save_checkpoint(ckpt_dir, engine.state.iteration,
-                            _refiner_state(_Unwrapped(refiner), ema, opt, engine.state.iteration))
+            save_checkpoint(
+                ckpt_dir,
+                engine.state.iteration,
+                _refiner_state(_Unwrapped(refiner), ema, opt, engine.state.iteration),
+            )
 
     trainer.add_event_handler(Events.ITERATION_COMPLETED(every=max(1, cfg.train.checkpoint_every)), _save)
     if stop_after is not None:
-        trainer.add_event_handler(Events.ITERATION_COMPLETED(event_filter=lambda _, i: i == stop_after),
-                                  lambda e: e.terminate())
+        trainer.add_event_handler(
+            Events.ITERATION_COMPLETED(event_filter=lambda _, i: i == stop_after), lambda e: e.terminate()
+        )
     attach_logging(trainer, run_dir, cfg, progress, "refiner")
     if start < stages.total:
         try:
@@ -787,7 +921,8 @@ def training(cfg: ExperimentConfig, run_dir: str | Path, progress: bool = True, 
             last = _checkpoint_files(ckpt_dir)
             raise NanLossError(
                 f"{e}; training stopped. The last good checkpoint is {last[0] if last else 'none'} "
-                f"(lower optim.lr or set optim.grad_clip)") from None
+                f"(lower optim.lr or set optim.grad_clip)"
+            ) from None
         if stop_after is not None and trainer.state.iteration < stages.total:
             _save(trainer)
             return {"interrupted_at": trainer.state.iteration}
@@ -827,12 +962,27 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def evaluate_models(refiner: nn.Module | None, segmentor: nn.Module, cfg: ExperimentConfig, val_loader: DataLoader,
-                    val_ds: Dataset, device: torch.device, multi_scale: bool | None = None) -> dict[str, Any]:
+def evaluate_models(
+    refiner: nn.Module | None,
+    segmentor: nn.Module,
+    cfg: ExperimentConfig,
+    val_loader: DataLoader,
+    val_ds: Dataset,
+    device: torch.device,
+    multi_scale: bool | None = None,
+) -> dict[str, Any]:
     """Run the evaluator over ``val_loader`` and return {"base":..., "refined": [...], "t": [...]}."""
     ms = cfg.eval.multi_scale if multi_scale is None else multi_scale
-    evaluator = create_evaluator(refiner, segmentor, cfg, val_ds.num_classes, metric_ignore_index(val_ds), device,
-                                 multi_scale=ms, seed=cfg.seed)
+    evaluator = create_evaluator(
+        refiner,
+        segmentor,
+        cfg,
+        val_ds.num_classes,
+        metric_ignore_index(val_ds),
+        device,
+        multi_scale=ms,
+        seed=cfg.seed,
+    )
     if refiner is not None:
         refiner.eval()
     evaluator.run(val_loader)
@@ -859,8 +1009,13 @@ def _parallel_worker(local_rank: int, cfg: ExperimentConfig, run_dir: str, kwarg
     training(cfg, run_dir, **kwargs)
 
 
-def run(cfg: ExperimentConfig, run_dir: str | Path, nproc_per_node: int | None = None, backend: str | None = None,
-        **kwargs: Any) -> dict[str, Any]:
+def run(
+    cfg: ExperimentConfig,
+    run_dir: str | Path,
+    nproc_per_node: int | None = None,
+    backend: str | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
     """``training`` under ``idist.Parallel``: in this process, in N spawned processes, or under torchrun.
 
     With ``nproc_per_node`` (or a ``backend``), N processes are spawned here; under ``torchrun`` the environment
@@ -876,8 +1031,9 @@ def run(cfg: ExperimentConfig, run_dir: str | Path, nproc_per_node: int | None =
     return json.loads(metrics.read_text()) if metrics.exists() else {}
 
 
-def load_refiner_from_run(run_dir: str | Path, device: torch.device | str = "cpu"
-                          ) -> tuple[ExperimentConfig, nn.Module, nn.Module]:
+def load_refiner_from_run(
+    run_dir: str | Path, device: torch.device | str = "cpu"
+) -> tuple[ExperimentConfig, nn.Module, nn.Module]:
     """Config, refiner (EMA weights when the run used EMA) and segmentor of a finished or interrupted run."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():

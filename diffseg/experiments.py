@@ -94,10 +94,16 @@ def _main_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
         for seg in _segs(profile, segmentors):
             for seed in seeds:
                 cfg = _cfg(profile, ds, seg, seed)
-                arms.append(Arm({"arm": "DDPS"}, cfg, [
-                    EvalSpec(test="ss"),
-                    EvalSpec(overrides=(("multi_scale", True),), test="ms", last_only=True),
-                ]))
+                arms.append(
+                    Arm(
+                        {"arm": "DDPS"},
+                        cfg,
+                        [
+                            EvalSpec(test="ss"),
+                            EvalSpec(overrides=(("multi_scale", True),), test="ms", last_only=True),
+                        ],
+                    )
+                )
     return arms
 
 
@@ -110,11 +116,22 @@ def _naive_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
             one = _one_stage(base)
             strict = (("sampler", "strict"),)
             arms += [
-                Arm({"arm": "textbook: noise on GT, strict posterior, one stage"},
-                    _cfg(profile, ds, seg, seed, **{"refiner.noise_object": "gt", **one}), [EvalSpec(strict)]),
-                Arm({"arm": "textbook: Gaussian on analog bits, DDIM, one stage"},
-                    _cfg(profile, ds, seg, seed, **{"refiner.noise_object": "gt", "diffusion.kernel": "gaussian",
-                                                    **one}), [EvalSpec(strict)]),
+                Arm(
+                    {"arm": "textbook: noise on GT, strict posterior, one stage"},
+                    _cfg(profile, ds, seg, seed, **{"refiner.noise_object": "gt", **one}),
+                    [EvalSpec(strict)],
+                ),
+                Arm(
+                    {"arm": "textbook: Gaussian on analog bits, DDIM, one stage"},
+                    _cfg(
+                        profile,
+                        ds,
+                        seg,
+                        seed,
+                        **{"refiner.noise_object": "gt", "diffusion.kernel": "gaussian", **one},
+                    ),
+                    [EvalSpec(strict)],
+                ),
                 Arm({"arm": "DDPS: first prediction, free re-noising, two stages"}, base, [EvalSpec()]),
             ]
     return arms
@@ -131,7 +148,9 @@ def _noise_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
         for seed in seeds:
             for obj in NOISE_OBJECTS:
                 for kernel in KERNELS:
-                    cfg = _cfg(profile, ds, seg, seed, **{"refiner.noise_object": obj, "diffusion.kernel": kernel})
+                    cfg = _cfg(
+                        profile, ds, seg, seed, **{"refiner.noise_object": obj, "diffusion.kernel": kernel}
+                    )
                     arms.append(Arm({"arm": f"{obj} / {kernel}", "noise_object": obj, "kernel": kernel}, cfg))
     return arms
 
@@ -166,8 +185,12 @@ def _schedule_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
         for seed in seeds:
             for schedule in ("linear", "cosine"):
                 for T in (20, 50, 100):
-                    cfg = _cfg(profile, ds, seg, seed, **{"diffusion.schedule": schedule, "diffusion.num_steps": T})
-                    arms.append(Arm({"arm": f"{schedule}, T={T}", "schedule": schedule}, cfg))  # T: num_steps column
+                    cfg = _cfg(
+                        profile, ds, seg, seed, **{"diffusion.schedule": schedule, "diffusion.num_steps": T}
+                    )
+                    arms.append(
+                        Arm({"arm": f"{schedule}, T={T}", "schedule": schedule}, cfg)
+                    )  # T: num_steps column
     return arms
 
 
@@ -193,7 +216,10 @@ def _condition_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
 
 def _artifact_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
     seg = _segs(profile, segmentors)[0]
-    return [Arm({"arm": "DDPS"}, _cfg(profile, ds, seg, seeds[0]), [EvalSpec()], artifacts=True) for ds in datasets]
+    return [
+        Arm({"arm": "DDPS"}, _cfg(profile, ds, seg, seeds[0]), [EvalSpec()], artifacts=True)
+        for ds in datasets
+    ]
 
 
 _ALL = {"smoke": ("ade20k", "cityscapes"), "cpu": ("ade20k", "cityscapes"), "paper": ("ade20k", "cityscapes")}
@@ -203,55 +229,91 @@ EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
     for e in (
         Experiment(
-            "main_results", "Main results: base vs refined, per dataset and base segmentor", "",
+            "main_results",
+            "Main results: base vs refined, per dataset and base segmentor",
+            "",
             "Each base segmentor is frozen; the refiner (uniform kernel, DFP, free re-noising, two stages, EMA) is "
             "trained on top. Single-scale (all steps) and multi-scale + flip (final step).",
-            _main_arms, {"smoke": 1, "cpu": 3, "paper": 1}, _ALL),
+            _main_arms,
+            {"smoke": 1, "cpu": 3, "paper": 1},
+            _ALL,
+        ),
         Experiment(
-            "naive_integration", "Finding 1: naive integrations of diffusion",
+            "naive_integration",
+            "Finding 1: naive integrations of diffusion",
             "A simple integration of diffusion into segmentation is not enough; a poorly designed diffusion "
             "process can make mIoU worse than the base segmentor.",
             "Textbook setups (noise on the ground truth, strict posterior sampling, one training stage; and "
             "Gaussian diffusion on analog bits with DDIM) against the base segmentor and DDPS.",
-            _naive_arms, {"smoke": 1, "cpu": 3, "paper": 1}, _ABL),
+            _naive_arms,
+            {"smoke": 1, "cpu": 3, "paper": 1},
+            _ABL,
+        ),
         Experiment(
-            "noise_object_and_type", "Finding 2: what noise is added to vs the type of noise",
+            "noise_object_and_type",
+            "Finding 2: what noise is added to vs the type of noise",
             "In training, what the noise is added to matters more than the type of noise.",
             "Noise object {ground truth, base prediction, first prediction (DFP)} x noise type {uniform, absorbing, "
             "mask-and-replace, Gaussian}; free re-noising at inference for all.",
-            _noise_arms, {"smoke": 1, "cpu": 3, "paper": 1}, _ABL),
+            _noise_arms,
+            {"smoke": 1, "cpu": 3, "paper": 1},
+            _ABL,
+        ),
         Experiment(
-            "inference_scheme", "Finding 3: strict vs relaxed inference",
+            "inference_scheme",
+            "Finding 3: strict vs relaxed inference",
             "At inference, the strict diffusion denoising scheme is not needed; a relaxed, simpler scheme works "
             "even better.",
             "One trained DDPS model per seed, evaluated with the strict posterior, free re-noising and a single "
             "step, over step grids of several sizes; every evaluation's intermediate steps are recorded.",
-            _inference_arms, {"smoke": 1, "cpu": 3, "paper": 1}, _ABL),
+            _inference_arms,
+            {"smoke": 1, "cpu": 3, "paper": 1},
+            _ABL,
+        ),
         Experiment(
-            "schedule_and_T", "Noise schedule and number of steps", "",
+            "schedule_and_T",
+            "Noise schedule and number of steps",
+            "",
             "Linear vs cosine cumulative keep-probability, T in {20, 50, 100}.",
-            _schedule_arms, {"smoke": 1, "cpu": 1, "paper": 1}, _ABL),
+            _schedule_arms,
+            {"smoke": 1, "cpu": 1, "paper": 1},
+            _ABL,
+        ),
         Experiment(
-            "condition_and_training", "Condition, training stages and EMA", "",
+            "condition_and_training",
+            "Condition, training stages and EMA",
+            "",
             "Condition the denoiser on the segmentor's features, its logits or its argmax mask; one vs two training "
             "stages; EMA of the weights on / off. One factor varied at a time from the default.",
-            _condition_arms, {"smoke": 1, "cpu": 1, "paper": 1}, _ABL),
+            _condition_arms,
+            {"smoke": 1, "cpu": 1, "paper": 1},
+            _ABL,
+        ),
         Experiment(
-            "qualitative", "Qualitative results and denoising trajectories", "",
+            "qualitative",
+            "Qualitative results and denoising trajectories",
+            "",
             "Validation images with ground truth, base and refined masks, boundary errors, and x_t / x0_hat per step.",
-            _artifact_arms, {"smoke": 1, "cpu": 1, "paper": 1}, _ALL),
+            _artifact_arms,
+            {"smoke": 1, "cpu": 1, "paper": 1},
+            _ALL,
+        ),
         Experiment(
-            "mask_prior", "What the mask prior learned", "",
+            "mask_prior",
+            "What the mask prior learned",
+            "",
             "Ground truth noised to several levels and denoised in one step; samples from pure noise with the "
             "condition zeroed.",
-            _artifact_arms, {"smoke": 1, "cpu": 1, "paper": 1}, _ALL),
+            _artifact_arms,
+            {"smoke": 1, "cpu": 1, "paper": 1},
+            _ALL,
+        ),
     )
 }
 
 
 def profile_notes(profile: str) -> str:
-    profiles._check(profile=profile)
-    return profiles.NOTES[profile]
+    return profiles.notes(profile)
 
 
 # Published numbers of paper.md (percent): DDPS after refinement (ss / ms / mBIoU) and the base segmentors.
@@ -282,8 +344,11 @@ _BASE = {  # (ss, ms); None where paper.md gives no number
 def _published() -> pd.DataFrame:
     rows = []
     for (ds, seg), (ss, ms, biou) in _DDPS.items():
-        rows += [(ds, seg, "refined", "ss", "mIoU", ss), (ds, seg, "refined", "ms", "mIoU", ms),
-                 (ds, seg, "refined", "ss", "mBIoU", biou)]
+        rows += [
+            (ds, seg, "refined", "ss", "mIoU", ss),
+            (ds, seg, "refined", "ms", "mIoU", ms),
+            (ds, seg, "refined", "ss", "mBIoU", biou),
+        ]
     for (ds, seg), (ss, ms) in _BASE.items():
         rows.append((ds, seg, "base", "ss", "mIoU", ss))
         if ms is not None:
@@ -306,9 +371,17 @@ def train_id(cfg: ExperimentConfig) -> str:
 def eval_id(cfg: ExperimentConfig, spec: EvalSpec, experiment: str, labels: dict[str, str]) -> str:
     """Identity of one file of rows: the training, the evaluation settings, and the experiment and arm labels
     (an evaluation is cheap next to a training, so experiments share trainings but label their own rows)."""
-    blob = json.dumps({"train": train_id(cfg), "eval": to_dict(_eval_cfg(cfg, spec).eval), "test": spec.test,
-                       "last_only": spec.last_only, "experiment": experiment,
-                       "labels": {**labels, **dict(spec.labels)}}, sort_keys=True)
+    blob = json.dumps(
+        {
+            "train": train_id(cfg),
+            "eval": to_dict(_eval_cfg(cfg, spec).eval),
+            "test": spec.test,
+            "last_only": spec.last_only,
+            "experiment": experiment,
+            "labels": {**labels, **dict(spec.labels)},
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -317,9 +390,19 @@ def _eval_cfg(cfg: ExperimentConfig, spec: EvalSpec) -> ExperimentConfig:
 
 
 def _base_id(cfg: ExperimentConfig) -> str:
-    """Identity of a base segmentor training: data, segmentor, seed and the optimiser settings it uses."""
-    blob = json.dumps({"data": to_dict(cfg.data), "segmentor": to_dict(cfg.segmentor), "seed": cfg.seed,
-                       "optim": to_dict(cfg.optim), "amp": cfg.train.amp}, sort_keys=True)
+    """Identity of a base segmentor training: data, segmentor (with its own seed) and the optimiser settings.
+
+    The run seed is not part of it: every seed of an arm refines the same frozen base, as the paper's refiners
+    all sit on one published checkpoint; the spread over seeds is the refiner's."""
+    blob = json.dumps(
+        {
+            "data": to_dict(cfg.data),
+            "segmentor": to_dict(cfg.segmentor),
+            "optim": to_dict(cfg.optim),
+            "amp": cfg.train.amp,
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -366,7 +449,9 @@ def train_stage1(cfg: ExperimentConfig, runs: Path, progress: bool = False) -> P
         return None
     s1 = _stage1_cfg(cfg)
     run_dir = runs / "stage1" / train_id(s1)
-    training(s1, run_dir, progress=progress, evaluate_at_end=False, base_weights=train_base(cfg, runs, progress))
+    training(
+        s1, run_dir, progress=progress, evaluate_at_end=False, base_weights=train_base(cfg, runs, progress)
+    )
     return run_dir
 
 
@@ -377,7 +462,9 @@ def ensure_trained(cfg: ExperimentConfig, runs: Path, progress: bool = False) ->
     run_dir = runs / train_id(cfg)
     base = train_base(cfg, runs, progress)
     stage1 = None if (run_dir / "metrics.json").exists() else train_stage1(cfg, runs, progress)
-    res = training(cfg, run_dir, progress=progress, evaluate_at_end=False, base_weights=base, init_from=stage1)
+    res = training(
+        cfg, run_dir, progress=progress, evaluate_at_end=False, base_weights=base, init_from=stage1
+    )
     return run_dir, res
 
 
@@ -389,8 +476,9 @@ def _missing(arm: Arm, experiment: str, store: ResultsStore) -> list[tuple[str, 
     return missing
 
 
-def run_or_load(arm: Arm, experiment: str, profile: str, results_dir: str | Path = "results",
-                progress: bool = False) -> list[str]:
+def run_or_load(
+    arm: Arm, experiment: str, profile: str, results_dir: str | Path = "results", progress: bool = False
+) -> list[str]:
     """Evaluate ``arm`` where the store lacks it (training or resuming only what is needed); return its run ids."""
     from diffseg.engines import evaluate_models, get_dataflow, load_refiner_from_run
 
@@ -413,16 +501,31 @@ def run_or_load(arm: Arm, experiment: str, profile: str, results_dir: str | Path
         rows = metrics_to_rows(res, val_ds.class_names, test=spec.test, last_only=spec.last_only)
         for r in rows:
             r.update(labels)
-        store.write_rows(rid, rows, {
-            "experiment": experiment, "dataset": cfg.data.dataset, "segmentor": cfg.segmentor.name,
-            "seed": cfg.seed, "profile": profile, "train_id": train_id(cfg), "sampler": ecfg.eval.sampler,
-            "num_evals": ecfg.eval.num_evals, "num_steps": cfg.diffusion.num_steps,
-            "params_base": int(train_res.get("params_base", 0)),
-            "params_refiner": int(train_res.get("params_refiner", 0)),
-            "train_time_s": float(train_res.get("train_time_s", 0.0)), "eval_time_s": round(time.time() - te, 2),
-            "wall_time_s": round(time.time() - t0, 2), "device": str(device), "git_commit": git_commit(),
-            "config_hash": config_hash(ecfg),
-        } | {k: v for k, v in labels.items() if k != "arm"} | {"arm": labels.get("arm", "")})
+        store.write_rows(
+            rid,
+            rows,
+            {
+                "experiment": experiment,
+                "dataset": cfg.data.dataset,
+                "segmentor": cfg.segmentor.name,
+                "seed": cfg.seed,
+                "profile": profile,
+                "train_id": train_id(cfg),
+                "sampler": ecfg.eval.sampler,
+                "num_evals": ecfg.eval.num_evals,
+                "num_steps": cfg.diffusion.num_steps,
+                "params_base": int(train_res.get("params_base", 0)),
+                "params_refiner": int(train_res.get("params_refiner", 0)),
+                "train_time_s": float(train_res.get("train_time_s", 0.0)),
+                "eval_time_s": round(time.time() - te, 2),
+                "wall_time_s": round(time.time() - t0, 2),
+                "device": str(device),
+                "git_commit": git_commit(),
+                "config_hash": config_hash(ecfg),
+            }
+            | {k: v for k, v in labels.items() if k != "arm"}
+            | {"arm": labels.get("arm", "")},
+        )
         if arm.artifacts and rid == ids[0]:
             from diffseg.artifacts import make_artifacts
 
@@ -445,8 +548,13 @@ def _call(job: tuple[str, Any]) -> Any:
     return run_or_load(*args)
 
 
-def sweep(profile: str = "cpu", results_dir: str | Path = "results", experiments: list[str] | None = None,
-          workers: int | None = None, device: str = "auto") -> pd.DataFrame:
+def sweep(
+    profile: str = "cpu",
+    results_dir: str | Path = "results",
+    experiments: list[str] | None = None,
+    workers: int | None = None,
+    device: str = "auto",
+) -> pd.DataFrame:
     """Run everything the store lacks for ``experiments`` (default: all), ``workers`` processes at a time.
 
     Phases, each a set of independent jobs: base segmentors, shared stage-1 trainings, full trainings, then
@@ -463,12 +571,21 @@ def sweep(profile: str = "cpu", results_dir: str | Path = "results", experiments
     runs = _runs_dir(results_dir, profile)
     todo = [(n, a) for n, a in arms if _missing(a, n, store)]
     cfgs = {train_id(a.cfg): a.cfg for _, a in todo if not (runs / train_id(a.cfg) / "metrics.json").exists()}
-    bases = {_base_id(c): c for c in cfgs.values() if c.segmentor.weights is None and c.segmentor.train_iterations}
+    bases = {
+        _base_id(c): c for c in cfgs.values() if c.segmentor.weights is None and c.segmentor.train_iterations
+    }
     bases = {k: c for k, c in bases.items() if not base_weights_path(c, runs).exists()}
-    stage1 = {train_id(_stage1_cfg(c)): c for c in cfgs.values()
-              if c.train.stage1_iterations > 0 and c.train.stage2_iterations > 0}
+    stage1 = {
+        train_id(_stage1_cfg(c)): c
+        for c in cfgs.values()
+        if c.train.stage1_iterations > 0 and c.train.stage2_iterations > 0
+    }
     if workers is None:
-        workers = 1 if (device == "cuda" or (device == "auto" and torch.cuda.is_available())) else (os.cpu_count() or 1)
+        workers = (
+            1
+            if (device == "cuda" or (device == "auto" and torch.cuda.is_available()))
+            else (os.cpu_count() or 1)
+        )
     phases = [
         ("base segmentors", [("base", (c, runs)) for c in bases.values()]),
         ("stage 1", [("stage1", (c, runs)) for c in stage1.values()]),
@@ -497,8 +614,14 @@ def cfg_device(cfg: ExperimentConfig) -> torch.device:
     return resolve_device(cfg.device)
 
 
-def arms_of(name: str, profile: str = "cpu", datasets: list[str] | None = None, segmentors: list[str] | None = None,
-            seeds: int | list[int] | None = None, device: str = "auto") -> list[Arm]:
+def arms_of(
+    name: str,
+    profile: str = "cpu",
+    datasets: list[str] | None = None,
+    segmentors: list[str] | None = None,
+    seeds: int | list[int] | None = None,
+    device: str = "auto",
+) -> list[Arm]:
     """The arms of experiment ``name`` for a profile (datasets / segmentors / seeds default to the profile's)."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment '{name}'; valid experiments: {', '.join(EXPERIMENTS)}")
@@ -520,9 +643,16 @@ def arms_of(name: str, profile: str = "cpu", datasets: list[str] | None = None, 
     return arms
 
 
-def run_experiment(name: str, profile: str = "cpu", results_dir: str | Path = "results",
-                   datasets: list[str] | None = None, segmentors: list[str] | None = None,
-                   seeds: int | list[int] | None = None, device: str = "auto", progress: bool = True) -> pd.DataFrame:
+def run_experiment(
+    name: str,
+    profile: str = "cpu",
+    results_dir: str | Path = "results",
+    datasets: list[str] | None = None,
+    segmentors: list[str] | None = None,
+    seeds: int | list[int] | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> pd.DataFrame:
     """Run what the store lacks for experiment ``name`` (with a progress bar) and return its rows."""
     from tqdm.auto import tqdm
 
@@ -538,10 +668,11 @@ def load_results(profile: str = "cpu", results_dir: str | Path = "results") -> p
     return _store(results_dir, profile).load()
 
 
-def load_artifacts(run_id: str, results_dir: str | Path = "results", profile: str | None = None
-                   ) -> dict[str, np.ndarray]:
+def load_artifacts(
+    run_id: str, results_dir: str | Path = "results", profile: str | None = None
+) -> dict[str, np.ndarray]:
     """Arrays stored for a run of the qualitative / mask-prior experiments."""
-    for prof in ([profile] if profile else list(PROFILES)):
+    for prof in [profile] if profile else list(PROFILES):
         store = _store(results_dir, prof)
         if store.has_artifacts(run_id):
             return store.load_artifacts(run_id)
@@ -555,4 +686,7 @@ def dataset_info(name: str) -> dict[str, Any]:
     profiles._check(dataset=name)
     if name == "ade20k":
         return {"class_names": tuple(ADE20K_CLASSES), "palette": np.asarray(ADE20K_PALETTE, dtype=np.uint8)}
-    return {"class_names": tuple(CITYSCAPES_CLASSES), "palette": np.asarray(CITYSCAPES_PALETTE, dtype=np.uint8)}
+    return {
+        "class_names": tuple(CITYSCAPES_CLASSES),
+        "palette": np.asarray(CITYSCAPES_PALETTE, dtype=np.uint8),
+    }

@@ -38,14 +38,24 @@ def refine(
         if condition == "features":
             raise ValueError(
                 "this refiner is conditioned on segmentor features; pass images (its own segmentor runs), or use a "
-                "refiner trained with refiner.condition=logits or mask for outside logits")
+                "refiner trained with refiner.condition=logits or mask for outside logits"
+            )
         if base_logits.ndim != 4 or base_logits.shape[1] != refiner.num_classes:
-            raise ValueError(f"base_logits must be (B,{refiner.num_classes},h,w), got {tuple(base_logits.shape)}")
+            raise ValueError(
+                f"base_logits must be (B,{refiner.num_classes},h,w), got {tuple(base_logits.shape)}"
+            )
         # The condition is built from the logits alone; they also stand in for the unused features slot.
-        out = refiner.refine(base=(base_logits, base_logits), sampler=sampler, steps=steps, generator=generator,
-                             guidance=guidance)
+        out = refiner.refine(
+            base=(base_logits, base_logits),
+            sampler=sampler,
+            steps=steps,
+            generator=generator,
+            guidance=guidance,
+        )
     else:
-        out = refiner.refine(image=images, sampler=sampler, steps=steps, generator=generator, guidance=guidance)
+        out = refiner.refine(
+            image=images, sampler=sampler, steps=steps, generator=generator, guidance=guidance
+        )
     return out[-1][1].argmax(1)
 
 
@@ -60,8 +70,13 @@ def _palette(dataset: str, num_classes: int) -> np.ndarray:
 
 
 def refine_folder(
-    refiner_path: str | Path, input_path: str | Path, out_dir: str | Path, segmentor: str | None = None,
-    weights: str | None = None, steps: int | None = None, device: str = "auto",
+    refiner_path: str | Path,
+    input_path: str | Path,
+    out_dir: str | Path,
+    segmentor: str | None = None,
+    weights: str | None = None,
+    steps: int | None = None,
+    device: str = "auto",
 ) -> list[Path]:
     """Refine every image under ``input_path`` with the run at ``refiner_path``; write label PNGs and overlays."""
     from PIL import Image
@@ -75,8 +90,10 @@ def refine_folder(
     run_dir = refiner_path.parent.parent if refiner_path.is_file() else refiner_path
     cfg, refiner, seg = load_refiner_from_run(run_dir, resolve_device(device))
     if segmentor is not None and segmentor != cfg.segmentor.name:
-        raise ValueError(f"--segmentor {segmentor} does not match the refiner's segmentor {cfg.segmentor.name} "
-                         f"(a refiner is trained on one segmentor's features)")
+        raise ValueError(
+            f"--segmentor {segmentor} does not match the refiner's segmentor {cfg.segmentor.name} "
+            f"(a refiner is trained on one segmentor's features)"
+        )
     if weights is not None:
         from diffseg.segmentors import build_segmentor
 
@@ -88,8 +105,11 @@ def refine_folder(
     input_path = Path(input_path)
     if not input_path.exists():
         raise FileNotFoundError(f"input {input_path} does not exist")
-    files = [input_path] if input_path.is_file() else sorted(
-        p for p in input_path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = (
+        [input_path]
+        if input_path.is_file()
+        else sorted(p for p in input_path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    )
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {input_path}")
     out_dir = Path(out_dir)

@@ -59,24 +59,36 @@ PAPER_WIDTH = {
     "segformer-b5": 256,
 }
 
-NOTES = {
-    "smoke": (
-        "**Profile `smoke`**: a plumbing check, not a result. 24 synthetic training images of 64x64, tiny models, "
-        "a few dozen iterations; numbers are noise."
-    ),
-    "cpu": (
-        "**Profile `cpu`**: the whole study on a 2-core CPU within about 30 minutes. Synthetic scenes written in the "
-        "real ADE20K / Cityscapes layouts (ADE20K: 64x64 crops of 96x96 rooms; Cityscapes: 48x96 street scenes), "
-        "small SegFormer / DeepLabV3+ presets trained from scratch for a few hundred iterations so that they are "
-        "clearly imperfect, a width-32 UNet, T = 20 steps, two-stage refiner training of a few hundred iterations. "
-        "Traded for time: image size, iterations, model widths and T (20 instead of 100). Findings are tested at "
-        "this scale only; the `paper` profile carries the release's settings."
-    ),
-    "paper": (
-        "**Profile `paper`**: ADE20K and Cityscapes, the six pretrained base segmentors, the release's settings "
-        "(T = 100, width 128/256, 80k + 160k iterations, batch 4 x 8 GPUs)."
-    ),
-}
+_PAPER_NOTE = (
+    "**Profile `paper`**: ADE20K and Cityscapes, the six pretrained base segmentors, the release's settings "
+    "(T = 100, UNet width 128 / 256, 80k + 160k iterations, batch 4 per GPU x 8 GPUs)."
+)
+
+
+def notes(profile: str) -> str:
+    """What a profile trades, written from its actual configs (so it cannot drift from them)."""
+    _check(profile=profile)
+    if profile == "paper":
+        return _PAPER_NOTE
+    a, c = profile_config(profile, "ade20k"), profile_config(profile, "cityscapes")
+    purpose = (
+        "a plumbing check; its numbers are noise"
+        if profile == "smoke"
+        else "the whole study on a 2-core CPU in about 30 minutes"
+    )
+    return (
+        f"**Profile `{profile}`**: {purpose}. Synthetic scenes written in the real on-disk layouts: ADE20K-style "
+        f"rooms of {a.data.synth_size[0]}x{a.data.synth_size[1]} ({a.data.synth_n_train} train / "
+        f"{a.data.synth_n_val} val, {a.data.crop_size[0]}x{a.data.crop_size[1]} crops, 150-class label space) and "
+        f"Cityscapes-style streets of {c.data.synth_size[0]}x{c.data.synth_size[1]} (19 classes). Base segmentors "
+        f"({', '.join(SEGMENTORS[profile])}) are trained from scratch for {a.segmentor.train_iterations} iterations "
+        f"(one fixed base per dataset and segmentor; seeds vary the refiner). Refiner: UNet width {a.unet.width}, "
+        f"dim_mults {a.unet.dim_mults}, T = {a.diffusion.num_steps}, {a.train.stage1_iterations} stage-1 + "
+        f"{a.train.stage2_iterations} stage-2 iterations at batch {a.data.batch_size}, EMA momentum "
+        f"{a.train.ema_momentum} every {a.train.ema_interval} iteration(s), {a.eval.num_evals} network evaluations "
+        f"at test time. Traded for time against the release: image size, iterations, widths, T and the number of "
+        f"test scales ({len(a.eval.scales)}); the findings are tested at this scale only."
+    )
 
 
 def data_config(dataset: str, profile: str, root: str | None = None) -> DataConfig:
@@ -87,10 +99,24 @@ def data_config(dataset: str, profile: str, root: str | None = None) -> DataConf
         env = "ADE20K_ROOT" if dataset == "ade20k" else "CITYSCAPES_ROOT"
         root = root or os.environ.get(env) or f"data/{dataset}"
         if dataset == "ade20k":
-            return DataConfig(dataset=dataset, root=root, scale=(2048, 512), crop_size=(512, 512),
-                              test_scale=(2048, 512), batch_size=4, num_workers=4)
-        return DataConfig(dataset=dataset, root=root, scale=(2048, 1024), crop_size=(512, 1024),
-                          test_scale=(2048, 1024), batch_size=4, num_workers=4)
+            return DataConfig(
+                dataset=dataset,
+                root=root,
+                scale=(2048, 512),
+                crop_size=(512, 512),
+                test_scale=(2048, 512),
+                batch_size=4,
+                num_workers=4,
+            )
+        return DataConfig(
+            dataset=dataset,
+            root=root,
+            scale=(2048, 1024),
+            crop_size=(512, 1024),
+            test_scale=(2048, 1024),
+            batch_size=4,
+            num_workers=4,
+        )
     small = profile == "smoke"
     if dataset == "ade20k":
         size = (48, 48) if small else (64, 64)
@@ -116,8 +142,9 @@ def data_config(dataset: str, profile: str, root: str | None = None) -> DataConf
     )
 
 
-def profile_config(profile: str, dataset: str = "ade20k", segmentor: str | None = None, seed: int = 0
-                   ) -> ExperimentConfig:
+def profile_config(
+    profile: str, dataset: str = "ade20k", segmentor: str | None = None, seed: int = 0
+) -> ExperimentConfig:
     """The default run (the release's method: uniform kernel, DFP, free re-noising, two stages, EMA) of a profile."""
     _check(dataset=dataset, profile=profile)
     segmentor = segmentor or SEGMENTORS[profile][0]
@@ -141,15 +168,16 @@ def profile_config(profile: str, dataset: str = "ade20k", segmentor: str | None 
         seed=seed,
         device="auto",
         data=data,
-        segmentor=SegmentorConfig(name=segmentor, train_iterations=20 if small else 400, lr=2e-3,
-                                  weight_decay=0.01),
+        segmentor=SegmentorConfig(
+            name=segmentor, train_iterations=20 if small else 800, lr=4e-3, weight_decay=0.01
+        ),
         diffusion=DiffusionConfig(kernel="uniform", schedule="linear", num_steps=10 if small else 20),
         unet=UNetConfig(width=16 if small else 32, dim_mults=(1, 1, 1), attention=True, groups=8),
         refiner=RefinerConfig(condition="features", embed_dim=16, noise_object="first"),
         optim=OptimConfig(lr=1e-3, warmup_iters=30, reference_batch=8, decay_at=(0.6, 0.85), grad_clip=1.0),
         train=TrainConfig(
-            stage1_iterations=10 if small else 120,
-            stage2_iterations=10 if small else 180,
+            stage1_iterations=10 if small else 100,
+            stage2_iterations=10 if small else 140,
             ema=True,
             ema_momentum=0.05,
             ema_interval=1,
@@ -158,7 +186,14 @@ def profile_config(profile: str, dataset: str = "ade20k", segmentor: str | None 
             amp=False,
             channels_last=False,
         ),
-        eval=EvalConfig(sampler="free_renoise", num_evals=3 if small else 5, mode="whole"),
+        # Every synthetic image has one size, so evaluation batches; multi-scale uses three scales + flip.
+        eval=EvalConfig(
+            sampler="free_renoise",
+            num_evals=3 if small else 5,
+            mode="whole",
+            batch_size=8,
+            scales=(0.75, 1.0, 1.25),
+        ),
     )
 
 

@@ -58,10 +58,15 @@ def write_index(profile: str, results_dir: str | Path, reports_dir: str | Path) 
     links = []
     for page in sorted(reports_dir.glob("[0-9][0-9]_*.html")):
         title = TITLES.get(page.stem, page.stem)
-        links.append(f'<li><a href="{html.escape(page.name)}">{html.escape(page.stem)}</a>: {html.escape(title)}</li>')
-    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    table_html = (table.to_html(index=False, border=0, classes="headline") if not table.empty
-                  else "<p>No main results in the store yet.</p>")
+        links.append(
+            f'<li><a href="{html.escape(page.name)}">{html.escape(page.stem)}</a>: {html.escape(title)}</li>'
+        )
+    now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    table_html = (
+        table.to_html(index=False, border=0, classes="headline")
+        if not table.empty
+        else "<p>No main results in the store yet.</p>"
+    )
     body = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>diffseg study ({html.escape(profile)})</title>
 <style>

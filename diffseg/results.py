@@ -25,8 +25,19 @@ import numpy as np
 import pandas as pd
 
 COLUMNS = (
-    "run_id", "experiment", "arm", "dataset", "segmentor", "seed", "method", "step", "t", "test", "metric",
-    "class_name", "value",
+    "run_id",
+    "experiment",
+    "arm",
+    "dataset",
+    "segmentor",
+    "seed",
+    "method",
+    "step",
+    "t",
+    "test",
+    "metric",
+    "class_name",
+    "value",
 )
 MEAN_METRICS = ("mIoU", "mAcc", "aAcc", "mBIoU")
 CLASS_METRICS = {"IoU": "IoU", "BIoU": "BIoU"}
@@ -37,10 +48,21 @@ def git_commit() -> str:
     """The commit of the working tree (with '+dirty' when it has changes), or 'unknown' outside git."""
     try:
         root = Path(__file__).resolve().parents[1]
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                             check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -52,24 +74,52 @@ def package_versions() -> str:
     import torch
     import transformers
 
-    return json.dumps({"python": platform.python_version(), "torch": torch.__version__,
-                       "ignite": ignite.__version__, "transformers": transformers.__version__})
+    return json.dumps(
+        {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "ignite": ignite.__version__,
+            "transformers": transformers.__version__,
+        }
+    )
 
 
-def metrics_to_rows(metrics: dict[str, Any], class_names: tuple[str, ...] | list[str], test: str = "ss",
-                    last_only: bool = False) -> list[dict[str, Any]]:
+def metrics_to_rows(
+    metrics: dict[str, Any],
+    class_names: tuple[str, ...] | list[str],
+    test: str = "ss",
+    last_only: bool = False,
+) -> list[dict[str, Any]]:
     """Turn the evaluator's {"base", "refined", "t"} into long rows (values are fractions in [0, 1])."""
     rows: list[dict[str, Any]] = []
 
     def add(method: str, step: int, t: int, m: dict[str, Any]) -> None:
         for name in MEAN_METRICS:
-            rows.append({"method": method, "step": step, "t": t, "test": test, "metric": name, "class_name": "",
-                         "value": float(m[name])})
+            rows.append(
+                {
+                    "method": method,
+                    "step": step,
+                    "t": t,
+                    "test": test,
+                    "metric": name,
+                    "class_name": "",
+                    "value": float(m[name]),
+                }
+            )
         for name in CLASS_METRICS:
             for cls, v in zip(class_names, m.get(name, [])):
                 if v is not None and not np.isnan(v):
-                    rows.append({"method": method, "step": step, "t": t, "test": test, "metric": name,
-                                 "class_name": cls, "value": float(v)})
+                    rows.append(
+                        {
+                            "method": method,
+                            "step": step,
+                            "t": t,
+                            "test": test,
+                            "metric": name,
+                            "class_name": cls,
+                            "value": float(v),
+                        }
+                    )
 
     add("base", 0, 0, metrics["base"])
     steps = list(zip(metrics.get("t", []), metrics.get("refined", [])))
@@ -122,7 +172,9 @@ class ResultsStore:
         if run_ids is None:
             files = sorted(self.rows_dir.glob("*.parquet"))
         else:
-            files = [self.rows_dir / f"{r}.parquet" for r in run_ids if (self.rows_dir / f"{r}.parquet").exists()]
+            files = [
+                self.rows_dir / f"{r}.parquet" for r in run_ids if (self.rows_dir / f"{r}.parquet").exists()
+            ]
         if not files:
             return pd.DataFrame(columns=list(COLUMNS))
         return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
@@ -141,8 +193,10 @@ class ResultsStore:
                     return df
             except (OSError, ValueError):
                 pass  # unreadable: rewrite it
-        for name, writer in (("results.parquet", lambda p: df.to_parquet(p, index=False)),
-                             ("results.csv", lambda p: df.to_csv(p, index=False))):
+        for name, writer in (
+            ("results.parquet", lambda p: df.to_parquet(p, index=False)),
+            ("results.csv", lambda p: df.to_csv(p, index=False)),
+        ):
             tmp = self.root / f".{name}.{uuid.uuid4().hex}.tmp"
             writer(tmp)
             os.replace(tmp, self.root / name)
@@ -162,6 +216,8 @@ class ResultsStore:
     def load_artifacts(self, run_id: str) -> dict[str, np.ndarray]:
         path = self.artifacts_dir / f"{run_id}.npz"
         if not path.exists():
-            raise FileNotFoundError(f"no artifacts for run {run_id} under {self.artifacts_dir}; run the experiment")
+            raise FileNotFoundError(
+                f"no artifacts for run {run_id} under {self.artifacts_dir}; run the experiment"
+            )
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}

@@ -52,8 +52,10 @@ def data_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, data_root) -> tuple[Path, dict]:
-    cfg = tiny_cfg(data_root, **{"segmentor.train_iterations": 60, "train.stage1_iterations": 30,
-                                 "train.stage2_iterations": 30})
+    cfg = tiny_cfg(
+        data_root,
+        **{"segmentor.train_iterations": 60, "train.stage1_iterations": 30, "train.stage2_iterations": 30},
+    )
     run_dir = tmp_path_factory.mktemp("runs") / "r"
     return run_dir, training(cfg, run_dir, progress=False)
 
@@ -74,9 +76,25 @@ def test_short_training_improves_over_untrained(finished_run) -> None:
 
 
 def _train_cmd(run_dir: Path, data_root: Path) -> list[str]:
-    return [sys.executable, "-m", "diffseg", "train", "--profile", "smoke", "--out", str(run_dir), "--no-progress",
-            f"data.root={data_root}", "data.synth_n_train=16", "data.synth_n_val=4", "segmentor.train_iterations=20",
-            "train.stage1_iterations=20", "train.stage2_iterations=20", "train.checkpoint_every=5", "device=cpu"]
+    return [
+        sys.executable,
+        "-m",
+        "diffseg",
+        "train",
+        "--profile",
+        "smoke",
+        "--out",
+        str(run_dir),
+        "--no-progress",
+        f"data.root={data_root}",
+        "data.synth_n_train=16",
+        "data.synth_n_val=4",
+        "segmentor.train_iterations=20",
+        "train.stage1_iterations=20",
+        "train.stage2_iterations=20",
+        "train.checkpoint_every=5",
+        "device=cpu",
+    ]
 
 
 def test_resume_after_sigkill_matches_uninterrupted(tmp_path, data_root) -> None:
@@ -85,8 +103,9 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, data_root) -> None
     subprocess.run(_train_cmd(straight, data_root), check=True, env=env, capture_output=True, cwd=ROOT)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(killed, data_root), env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _train_cmd(killed, data_root), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 300
     while time.time() < deadline and not (killed / "checkpoints" / "checkpoint_15.pt").exists():
         if proc.poll() is not None:
@@ -104,14 +123,24 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, data_root) -> None
             assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
     base_a, base_b = load_file(straight / "base.safetensors"), load_file(killed / "base.safetensors")
     assert all(torch.equal(base_a[k], base_b[k]) for k in base_a)
-    ma, mb = json.loads((straight / "metrics.json").read_text()), json.loads((killed / "metrics.json").read_text())
+    ma, mb = (
+        json.loads((straight / "metrics.json").read_text()),
+        json.loads((killed / "metrics.json").read_text()),
+    )
     assert ma["base"] == mb["base"] and ma["refined"] == mb["refined"]
 
 
 def test_two_gloo_processes_equal_one(tmp_path, finished_run, data_root) -> None:
     run_dir, _ = finished_run
-    cfg = tiny_cfg(data_root, **{"train.stage1_iterations": 4, "train.stage2_iterations": 4,
-                                 "segmentor.train_iterations": 4, "data.batch_size": 4})
+    cfg = tiny_cfg(
+        data_root,
+        **{
+            "train.stage1_iterations": 4,
+            "train.stage2_iterations": 4,
+            "segmentor.train_iterations": 4,
+            "data.batch_size": 4,
+        },
+    )
     out = run(cfg, tmp_path / "ddp", nproc_per_node=2, backend="gloo", progress=False)
     assert out and "refined" in out  # training ran to the end and evaluated
     state, _ = load_latest_checkpoint(tmp_path / "ddp" / "checkpoints")
@@ -142,7 +171,9 @@ def test_checkpoint_of_another_model_is_refused(tmp_path, finished_run) -> None:
     state, _ = load_latest_checkpoint(run_dir / "checkpoints")
     state["model_signature"] = {**state["model_signature"], "num_classes": 19}
     torch.save(state, other / "checkpoints" / "checkpoint_1.pt")
-    with pytest.raises(ValueError, match=r"checkpoint_1\.pt is for another model: num_classes: checkpoint has 19"):
+    with pytest.raises(
+        ValueError, match=r"checkpoint_1\.pt is for another model: num_classes: checkpoint has 19"
+    ):
         load_refiner_from_run(other)
 
 
@@ -198,8 +229,22 @@ def test_refine_command_and_api(finished_run, tmp_path, data_root) -> None:
 
     run_dir, _ = finished_run
     images = data_root / "images" / "validation"
-    assert main(["refine", "--refiner", str(run_dir), "--input", str(images), "--out", str(tmp_path / "out"),
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "refine",
+                "--refiner",
+                str(run_dir),
+                "--input",
+                str(images),
+                "--out",
+                str(tmp_path / "out"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     stems = sorted(p.stem for p in images.glob("*.jpg"))
     assert sorted(p.stem for p in (tmp_path / "out").glob("*_overlay.png")) == [f"{s}_overlay" for s in stems]
 

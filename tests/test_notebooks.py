@@ -31,9 +31,17 @@ def smoke_study(tmp_path_factory) -> tuple[Path, Path]:
 
 def test_there_is_a_notebook_per_table_and_figure() -> None:
     names = {p.stem for p in NOTEBOOKS}
-    assert {"00_data", "01_main_results", "02_naive_integration", "03_noise_object_and_type",
-            "04_inference_scheme", "05_schedule_and_T", "06_condition_and_training", "07_qualitative",
-            "08_mask_prior"} <= names
+    assert {
+        "00_data",
+        "01_main_results",
+        "02_naive_integration",
+        "03_noise_object_and_type",
+        "04_inference_scheme",
+        "05_schedule_and_T",
+        "06_condition_and_training",
+        "07_qualitative",
+        "08_mask_prior",
+    } <= names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
@@ -45,15 +53,26 @@ def test_notebook_runs_under_smoke(path: Path, smoke_study, tmp_path) -> None:
     nbformat.write(nb, src)
     out = tmp_path / f"{path.stem}.out.ipynb"
     papermill.execute_notebook(
-        str(src), str(out), parameters={"profile": "smoke", "results_dir": str(results),
-                                        "reports_dir": str(reports)},
-        kernel_name="python3", cwd=str(ROOT), progress_bar=False,
+        str(src),
+        str(out),
+        parameters={"profile": "smoke", "results_dir": str(results), "reports_dir": str(reports)},
+        kernel_name="python3",
+        cwd=str(ROOT),
+        progress_bar=False,
     )
     executed = nbformat.read(out, as_version=4)
-    errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if o.get("output_type") == "error"]
+    errors = [
+        o
+        for c in executed.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
     assert not errors
-    written = [*(reports / "tables").glob(f"{path.stem[:2]}_*.csv"), *(reports / "figures").glob(f"{path.stem[:2]}_*.png")]
+    written = [
+        *(reports / "tables").glob(f"{path.stem[:2]}_*.csv"),
+        *(reports / "figures").glob(f"{path.stem[:2]}_*.png"),
+    ]
     assert written, f"{path.stem} saved no table or figure under {reports}"
 
 
