@@ -580,6 +580,7 @@ def sweep(
         for c in cfgs.values()
         if c.train.stage1_iterations > 0 and c.train.stage2_iterations > 0
     }
+    stage1 = {k: c for k, c in stage1.items() if not (runs / "stage1" / k / "metrics.json").exists()}
     if workers is None:
         workers = (
             1
