@@ -28,7 +28,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -1070,5 +1070,3 @@ __all__ = [
     "train_base_segmentor",
     "training",
 ]
-
-_ = Callable  # re-exported type for annotations in callers
