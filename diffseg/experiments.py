@@ -57,6 +57,7 @@ class Arm:
     cfg: ExperimentConfig
     evals: list[EvalSpec] = field(default_factory=lambda: [EvalSpec()])
     artifacts: bool = False
+    latency: bool = False  # also time base and base + refiner per image (rows with metric "latency_ms")
 
 
 @dataclass
@@ -222,6 +223,27 @@ def _artifact_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
     ]
 
 
+WIDTHS = (16, 32, 64)
+PAPER_WIDTHS = (128, 256)
+
+
+def _performance_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
+    arms = []
+    seg = _segs(profile, segmentors)[0]
+    for ds in datasets:
+        for seed in seeds:
+            for width in PAPER_WIDTHS if profile == "paper" else WIDTHS:
+                cfg = _cfg(profile, ds, seg, seed, **{"unet.width": width})
+                evals = [EvalSpec((("sampler", "single_step"), ("num_evals", 1)))]
+                evals += [
+                    EvalSpec((("sampler", "free_renoise"), ("num_evals", n)))
+                    for n in (2, 5)
+                    if n <= cfg.diffusion.num_steps
+                ]
+                arms.append(Arm({"arm": f"width {width}", "width": str(width)}, cfg, evals, latency=True))
+    return arms
+
+
 _ALL = {"smoke": ("ade20k", "cityscapes"), "cpu": ("ade20k", "cityscapes"), "paper": ("ade20k", "cityscapes")}
 _ABL = {"smoke": ("ade20k",), "cpu": ("ade20k",), "paper": ("ade20k", "cityscapes")}
 
@@ -297,6 +319,16 @@ EXPERIMENTS: dict[str, Experiment] = {
             _artifact_arms,
             {"smoke": 1, "cpu": 1, "paper": 1},
             _ALL,
+        ),
+        Experiment(
+            "performance",
+            "Gain versus cost",
+            "",
+            "mIoU gain over the base against the refiner's cost (per-image latency relative to the base segmentor "
+            "alone, and parameters), per number of network evaluations and per UNet width.",
+            _performance_arms,
+            {"smoke": 1, "cpu": 1, "paper": 1},
+            _ABL,
         ),
         Experiment(
             "mask_prior",
@@ -499,6 +531,8 @@ def run_or_load(
         res = evaluate_models(refiner, segmentor, ecfg, val_loader, val_ds, device)
         labels = {**arm.labels, **dict(spec.labels)}
         rows = metrics_to_rows(res, val_ds.class_names, test=spec.test, last_only=spec.last_only)
+        if arm.latency:
+            rows += _latency_rows(refiner, segmentor, ecfg, val_ds, device, len(res["refined"]))
         for r in rows:
             r.update(labels)
         store.write_rows(
@@ -531,6 +565,22 @@ def run_or_load(
 
             store.save_artifacts(rid, make_artifacts(refiner, segmentor, ecfg, val_ds, device))
     return ids
+
+
+def _latency_rows(
+    refiner, segmentor, cfg: ExperimentConfig, dataset, device: torch.device, last_step: int
+) -> list[dict[str, Any]]:
+    """Median per-image latency (ms, batch 1) of the base alone and of base + refiner with this eval's sampler."""
+    from diffseg.benchmarking import base_latency, refine_latency
+
+    image = dataset[0]["image"][None].to(device)
+    base_ms = base_latency(segmentor, image, repeats=5)
+    ref_ms = refine_latency(refiner, image, cfg.eval.sampler, cfg.eval.num_evals, repeats=5)
+    common = {"test": "ss", "metric": "latency_ms", "class_name": ""}
+    return [
+        {**common, "method": "base", "step": 0, "t": 0, "value": base_ms},
+        {**common, "method": "refined", "step": last_step, "t": 0, "value": ref_ms},
+    ]
 
 
 def _init_worker() -> None:
