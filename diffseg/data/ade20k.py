@@ -14,11 +14,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
-from diffseg.data.checks import DatasetError, pair_files, require_dir
-from diffseg.data.transforms import IGNORE_INDEX, read_image
+from diffseg.data.checks import pair_files, require_dir
+from diffseg.data.transforms import IGNORE_INDEX, read_pair
 
 # mmseg's ADE20KDataset class names and palette, in raw-label order 1..150.
 ADE20K_CLASSES: tuple[str, ...] = (
@@ -151,13 +150,7 @@ class ADE20K(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item_id, img_path, ann_path = self.files[index]
-        image = read_image(img_path)
-        with Image.open(ann_path) as ann:
-            raw = np.asarray(ann, dtype=np.uint8)
-        if raw.shape != tuple(image.shape[1:]):
-            raise DatasetError(
-                f"size mismatch: image {img_path} is {tuple(image.shape[1:])} (H, W) but {ann_path} is {raw.shape}"
-            )
+        image, raw = read_pair(img_path, ann_path)
         labels = self._lut[raw] if self._lut is not None else raw
         item = {"image": image, "mask": torch.from_numpy(labels.astype(np.int64)), "id": item_id}
         return self.transform(item) if self.transform is not None else item

@@ -14,11 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 from cityscapesscripts.helpers.labels import labels as _CS_LABELS
-from PIL import Image
 from torch.utils.data import Dataset
 
-from diffseg.data.checks import DatasetError, pair_files, require_dir
-from diffseg.data.transforms import IGNORE_INDEX, read_image
+from diffseg.data.checks import pair_files, require_dir
+from diffseg.data.transforms import IGNORE_INDEX, read_pair
 
 _IMG_SUFFIX = "_leftImg8bit.png"
 _ID_SUFFIX = "_gtFine_labelIds.png"
@@ -113,13 +112,7 @@ class Cityscapes(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item_id, img_path, ann_path = self.files[index]
-        image = read_image(img_path)
-        with Image.open(ann_path) as ann:
-            raw = np.asarray(ann, dtype=np.uint8)
-        if raw.shape != tuple(image.shape[1:]):
-            raise DatasetError(
-                f"size mismatch: image {img_path} is {tuple(image.shape[1:])} (H, W) but {ann_path} is {raw.shape}"
-            )
+        image, raw = read_pair(img_path, ann_path)
         labels = self.encode(raw, ann_path)
         item = {"image": image, "mask": torch.from_numpy(labels.astype(np.int64)), "id": item_id}
         return self.transform(item) if self.transform is not None else item

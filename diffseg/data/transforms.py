@@ -24,6 +24,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from diffseg.config import DataConfig
+from diffseg.data.checks import DatasetError
 
 # ImageNet statistics on [0, 1] images (mmseg's 123.675, 116.28, 103.53 / 58.395, 57.12, 57.375 divided by 255).
 MEAN = (0.485, 0.456, 0.406)
@@ -36,6 +37,18 @@ def read_image(path: str | Path) -> torch.Tensor:
     with Image.open(path) as img:
         arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def read_pair(img_path: Path, ann_path: Path) -> tuple[torch.Tensor, np.ndarray]:
+    """An image (3, H, W) float32 in [0, 1] and its raw annotation (H, W) uint8; a size mismatch names both files."""
+    image = read_image(img_path)
+    with Image.open(ann_path) as ann:
+        raw = np.asarray(ann, dtype=np.uint8)
+    if raw.shape != tuple(image.shape[1:]):
+        raise DatasetError(
+            f"size mismatch: image {img_path} is {tuple(image.shape[1:])} (H, W) but {ann_path} is {raw.shape}"
+        )
+    return image, raw
 
 
 def normalize(image: torch.Tensor) -> torch.Tensor:
