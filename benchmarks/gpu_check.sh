@@ -4,7 +4,7 @@
 #   2. refiner training throughput, peak memory and MFU for SegFormer-B2 + a width-256 UNet at 512x512, batch 8:
 #      fp32 eager vs bf16 autocast + channels-last vs the same under torch.compile;
 #   3. per-image refine latency of SegFormer-B0 + a width-128 UNet at 512x512, T = 100, all samplers and steps,
-#      in fp32 (the evaluator's precision) and under bf16 autocast.
+#      in fp32 (the evaluator's precision), under bf16 autocast, and bf16 + channels-last.
 # Usage: bash benchmarks/gpu_check.sh            (PYTHON=... to pick the interpreter; default .venv/bin/python)
 #        DIFFSEG_PEAK_TFLOPS=756 bash benchmarks/gpu_check.sh   (dense bf16 peak of a card not in the table)
 # Every section runs under its own timeout; the script carries on after a failure and exits non-zero at the end.
@@ -29,8 +29,8 @@ timeout 270 "$PY" -u benchmarks/train_step.py --device cuda --segmentor segforme
     || failed+=("train_step (rc $?)")
 
 echo
-echo "== 3/3: refine latency (SegFormer-B0 + UNet-128, 512x512, T=100, batch 1), fp32 then bf16 autocast"
-for precision in "" "--bf16"; do
+echo "== 3/3: refine latency (SegFormer-B0 + UNet-128, 512x512, T=100, batch 1): fp32, bf16, bf16 + channels-last"
+for precision in "" "--bf16" "--bf16 --channels-last"; do
     timeout 75 "$PY" -u benchmarks/refine.py --device cuda --segmentor segformer-b0 --width 128 \
         --size 512 512 --classes 150 --num-steps 100 --repeats 5 $precision \
         || failed+=("refine ${precision:-fp32} (rc $?)")

@@ -20,7 +20,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from diffseg.benchmarking import as_device, base_latency, bench_refiner, flops_of, refine_latency  # noqa: E402
+from diffseg.benchmarking import (  # noqa: E402
+    as_device,
+    base_latency,
+    bench_refiner,
+    flops_of,
+    refine_latency,
+    time_fn,
+)
 from diffseg.diffusion import SAMPLERS  # noqa: E402
 
 TARGET_RATIO = 3.0  # the target for single step and 2-step FR, relative to the base segmentor
@@ -52,6 +59,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--steps", type=int, nargs="+", default=[1, 2, 5, 10, 20, 100])
     p.add_argument("--quick", action="store_true", help="single step and 2-step FR only")
     p.add_argument("--bf16", action="store_true", help="run base and refiner under bf16 autocast")
+    p.add_argument("--channels-last", action="store_true", help="channels_last weights and inputs")
     args = p.parse_args(argv)
     device = as_device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -61,6 +69,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     refiner = bench_refiner(args.segmentor, args.classes, args.width, args.num_steps, device).eval()
     image = torch.randn(args.batch, 3, *args.size, generator=torch.Generator().manual_seed(0)).to(device)
+    if args.channels_last:
+        refiner = refiner.to(memory_format=torch.channels_last)
+        image = image.contiguous(memory_format=torch.channels_last)
 
     # FLOPs explain the ratios: one base forward vs one denoiser evaluation at the 1/4 map.
     with torch.inference_mode():
@@ -79,14 +90,27 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(
         f"{name}, torch {torch.__version__}; {args.segmentor} + UNet width {args.width}, K={args.classes}, "
         f"T={args.num_steps}, {args.size[0]}x{args.size[1]}, batch {args.batch}, "
-        f"{'bf16 autocast' if args.bf16 else 'fp32'}, median of {repeats}\n"
+        f"{'bf16 autocast' if args.bf16 else 'fp32'}{', channels_last' if args.channels_last else ''}, "
+        f"median of {repeats}\n"
         f"FLOPs per image: base {base_flops / args.batch / 1e9:.2f} G, one denoiser evaluation "
         f"{unet_flops / args.batch / 1e9:.2f} G\n"
     )
-    # Rows are printed as they are measured, so a run cut short by a timeout still reports what it finished.
-    print("| model | sampler | steps | ms / image | vs base |")
-    print("|---|---|---|---|---|", flush=True)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+        # One step of a multi-step sampler: the full input vs the condition projected once per image (refine()).
+        with torch.inference_mode():
+            projection = refiner.denoiser.project_condition(cond)
+            full_ms = 1000 * time_fn(lambda: refiner.denoise(x_t, t, cond), warmup, repeats, device)
+            split_ms = 1000 * time_fn(
+                lambda: refiner.denoise(x_t, t, cond, projection), warmup, repeats, device
+            )
+        print(
+            f"one denoiser evaluation: full input {full_ms / args.batch:.1f} ms / image, condition projected once "
+            f"{split_ms / args.batch:.1f} ms / image ({full_ms / split_ms:.2f}x fewer ms per step after the first)\n",
+            flush=True,
+        )
+        # Rows are printed as they are measured, so a run cut short by a timeout still reports what it finished.
+        print("| model | sampler | steps | ms / image | vs base |")
+        print("|---|---|---|---|---|", flush=True)
         base_ms = base_latency(refiner.segmentor, image, repeats=repeats, warmup=warmup) / args.batch
         print(f"| base alone | - | - | {base_ms:.1f} | 1.00x |", flush=True)
         results = {"base": base_ms}

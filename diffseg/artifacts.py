@@ -40,9 +40,10 @@ def trace(
     runner = get_sampler(sampler)
     x = refiner.kernel.prior_sample(shape, generator=generator, device=cond.device)
     xs, logits_all = [], []
+    cond_projection = refiner.denoiser.project_condition(cond)  # as refine() does
     for i, t in enumerate(grid):
         t_vec = torch.full((shape[0],), t, dtype=torch.long, device=cond.device)
-        logits = refiner.denoise(x, t_vec, cond)
+        logits = refiner.denoise(x, t_vec, cond, cond_projection)
         xs.append(x)
         logits_all.append(logits)
         if i + 1 < len(grid):

@@ -112,9 +112,13 @@ def test_refine_dry_run(capsys: pytest.CaptureFixture[str]) -> None:
     assert "target free_renoise@2" in capsys.readouterr().out
 
 
-def test_refine_quick_keeps_the_target_rows() -> None:
-    results = _script("refine").main(TINY + shlex.split("--size 32 32 --repeats 1 --quick"))
+def test_refine_quick_keeps_the_target_rows(capsys: pytest.CaptureFixture[str]) -> None:
+    args = "--size 32 32 --repeats 1 --quick --bf16 --channels-last"
+    results = _script("refine").main(TINY + shlex.split(args))
     assert set(results) == {"base", "single_step@1", "free_renoise@2"}
+    out = capsys.readouterr().out
+    assert "bf16 autocast, channels_last" in out
+    assert "condition projected once" in out
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")

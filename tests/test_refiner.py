@@ -221,3 +221,16 @@ def test_bad_inputs(segmentor) -> None:
         MaskPriorRefiner(build_segmentor("segformer-tiny", K, frozen=False), kern, UNet(80, K, width=16), K)
     with pytest.raises(ValueError, match="must agree"):
         MaskPriorRefiner(segmentor, Uniform(K + 1, T), UNet(80, K, width=16), K)
+
+
+@pytest.mark.parametrize("kernel", ["uniform", "gaussian"])
+def test_condition_projection_gives_the_denoisers_output(segmentor, kernel: str) -> None:
+    # refine() projects the condition once per image and reuses it at every step: same logits as the full input.
+    refiner = _refiner(segmentor, kernel=kernel).eval()
+    features, logits = refiner.base_outputs(_batch()["image"])
+    x_t = refiner.kernel.prior_sample((2, 8, 8), generator=_gen(3))
+    t_vec = torch.full((2,), T)
+    with torch.no_grad():
+        full = refiner.denoise(x_t, t_vec, features)
+        split = refiner.denoise(x_t, t_vec, features, refiner.denoiser.project_condition(features))
+    torch.testing.assert_close(split, full, rtol=1e-4, atol=1e-5)

@@ -61,3 +61,21 @@ def test_bad_inputs() -> None:
         UNet(3, 2, width=12)
     with pytest.raises(ValueError, match="dim_mults"):
         UNet(3, 2, width=16, dim_mults=())
+
+
+@pytest.mark.parametrize("size", [(16, 16), (18, 23)])  # 18x23 needs the replicate padding
+def test_projected_input_equals_the_full_concatenation(size: tuple[int, int]) -> None:
+    # The refiner projects its step-invariant condition once; the split conv must give the full conv's result.
+    torch.manual_seed(0)
+    unet = UNet(7, 4, width=16, dim_mults=(1, 1, 1)).eval()
+    x = _x(2, 7, *size)
+    t = torch.tensor([3, 8])
+    projected = unet.project_input(x[:, 2:], first_channel=2)
+    assert projected.shape[:2] == (2, 16)
+    torch.testing.assert_close(unet(x[:, :2], t, projected=projected), unet(x, t), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="does not match the projection"):
+        unet(x[:, :2], t, projected=projected[..., :-4, :])
+    with pytest.raises(ValueError, match=r"channels \[5, 12\)"):
+        unet.project_input(x, first_channel=5)
+    with pytest.raises(ValueError, match="fewer leading channels"):
+        unet(x[:, :0], t, projected=projected)

@@ -83,7 +83,23 @@ class Denoiser(nn.Module):
             self.embedding = None
         self.unet = unet
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def project_condition(self, cond: torch.Tensor) -> torch.Tensor:
+        """The UNet's first conv applied to the condition's channels alone: (B, Cc, h, w) -> (B, width, h', w').
+
+        The condition does not change across sampling steps, so samplers project it once per image and pass it to
+        :meth:`forward` as ``cond_projection``; the result is that of the full input, up to float rounding.
+        """
+        x_channels = self.unet.in_channels - cond.shape[1]
+        return self.unet.project_input(cond, first_channel=x_channels)
+
+    def forward(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        cond: torch.Tensor,
+        cond_projection: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x0 logits (B, K, h, w); ``cond_projection``: :meth:`project_condition` of ``cond``, reused across steps."""
         if self.embedding is not None:
             if x_t.dtype != torch.long or x_t.ndim != 3:
                 raise ValueError(f"x_t must be a (B, h, w) long mask, got {tuple(x_t.shape)} {x_t.dtype}")
@@ -98,8 +114,10 @@ class Denoiser(nn.Module):
             raise ValueError(
                 f"condition {tuple(cond.shape)} does not match x_t {tuple(x_t.shape)} (batch and h, w)"
             )
-        x = torch.cat((x.to(cond.dtype), cond), dim=1)
-        return self.unet(x, _time_vector(t, x.shape[0], x.device))
+        t = _time_vector(t, x.shape[0], x.device)
+        if cond_projection is not None:
+            return self.unet(x.to(cond.dtype), t, projected=cond_projection)
+        return self.unet(torch.cat((x.to(cond.dtype), cond), dim=1), t)
 
 
 class MaskPriorRefiner(nn.Module):
@@ -179,12 +197,19 @@ class MaskPriorRefiner(nn.Module):
         onehot = F.one_hot(logits.argmax(dim=1), self.num_classes).permute(0, 3, 1, 2)
         return onehot.to(logits.dtype)
 
-    def denoise(self, x_t: torch.Tensor, t: torch.Tensor | int, cond: torch.Tensor) -> torch.Tensor:
+    def denoise(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor | int,
+        cond: torch.Tensor,
+        cond_projection: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """x0 logits (B, K, h, w) from ``x_t`` (B, h, w) long (or (B, C, h, w) float), ``t`` (B,), ``cond``.
 
-        Guidance evaluates it a second time with ``torch.zeros_like(cond)`` (the null condition).
+        Guidance evaluates it a second time with ``torch.zeros_like(cond)`` (the null condition). Loops over steps
+        pass ``cond_projection = self.denoiser.project_condition(cond)``, computed once (same result, fewer FLOPs).
         """
-        return self.denoiser(x_t, t, cond)
+        return self.denoiser(x_t, t, cond, cond_projection)
 
     def _check_base(self, base: Any, batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(base, tuple | list) or len(base) != 2:
@@ -345,16 +370,19 @@ class MaskPriorRefiner(nn.Module):
             else:
                 features, logits = self._check_base(base)
             cond = self.make_condition(features, logits)
+            # The condition's share of the first conv is the same at every step: project it once.
+            cond_projection = self.denoiser.project_condition(cond)
 
             def cond_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-                return self.denoise(x_t, t, cond)
+                return self.denoise(x_t, t, cond, cond_projection)
 
             denoise_fn = cond_fn
             if guidance != 0.0:
                 null = torch.zeros_like(cond)
+                null_projection = self.denoiser.project_condition(null)
 
                 def uncond_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-                    return self.denoise(x_t, t, null)
+                    return self.denoise(x_t, t, null, null_projection)
 
                 denoise_fn = guided(cond_fn, uncond_fn, guidance)
             b, _, h, w = logits.shape

@@ -219,21 +219,57 @@ class UNet(nn.Module):
         self.final_block = block(width * 2, width)
         self.final_conv = nn.Conv2d(width, out_channels, 1)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Predict ``(B, out_channels, h, w)`` from ``x: (B, in_channels, h, w)`` float and ``t: (B,)`` long or float."""
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        """Replicate-pad (B, C, h, w) on the bottom / right so that h and w divide by ``downsample_factor``."""
+        f = self.downsample_factor
+        pad_h, pad_w = -x.shape[-2] % f, -x.shape[-1] % f
+        return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
+
+    def project_input(self, x: torch.Tensor, first_channel: int = 0, bias: bool = True) -> torch.Tensor:
+        """The first conv restricted to input channels ``[first_channel, first_channel + C)``, for x (B, C, h, w).
+
+        Returns (B, width, h', w') at the padded size. The conv is linear, so the projection of a concatenation is
+        the sum of its parts' projections: the refiner projects its step-invariant condition once per image and
+        passes it to :meth:`forward` as ``projected`` at every step (a third of a width-128 denoiser's FLOPs on
+        SegFormer features lie in this 7x7 conv).
+        """
+        last = first_channel + x.shape[1]
+        if x.ndim != 4 or first_channel < 0 or last > self.in_channels:
             raise ValueError(
-                f"UNet input must have shape (B, {self.in_channels}, h, w), got {tuple(x.shape)}"
+                f"project_input: channels [{first_channel}, {last}) of a (B, C, h, w) input are not within the "
+                f"UNet's {self.in_channels} input channels (got shape {tuple(x.shape)})"
+            )
+        weight = self.init_conv.weight[:, first_channel:last]
+        return F.conv2d(
+            self._pad(x), weight, self.init_conv.bias if bias else None, padding=self.init_conv.padding
+        )
+
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, projected: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Predict ``(B, out_channels, h, w)`` from ``x: (B, in_channels, h, w)`` float and ``t: (B,)`` long or float.
+
+        With ``projected`` (B, width, h', w') from :meth:`project_input` of the trailing input channels, ``x`` holds
+        only the leading ``in_channels - C`` channels; the result equals that of the full concatenation.
+        """
+        channels = x.shape[1] if x.ndim == 4 else -1
+        if channels != self.in_channels and not (projected is not None and 0 < channels < self.in_channels):
+            leading = " (or fewer leading channels with projected=)" if projected is not None else ""
+            raise ValueError(
+                f"UNet input must have shape (B, {self.in_channels}, h, w){leading}, got {tuple(x.shape)}"
             )
         if t.ndim != 1 or t.shape[0] != x.shape[0]:
             raise ValueError(f"UNet time must have shape ({x.shape[0]},), got {tuple(t.shape)}")
         height, width = x.shape[-2:]
-        f = self.downsample_factor
-        pad_h, pad_w = -height % f, -width % f
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-
-        x = self.init_conv(x)
+        if projected is None:
+            x = self.init_conv(self._pad(x))
+        else:
+            x = self.project_input(x, 0, bias=False)
+            if projected.shape != x.shape:
+                raise ValueError(
+                    f"projected input {tuple(projected.shape)} does not match the projection of x {tuple(x.shape)}"
+                )
+            x = x + projected
         residual = x
         temb = self.time_mlp(t)
         skips = []
