@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--num-steps", type=int, default=100, help="diffusion steps T")
     p.add_argument("--batch", type=int, default=1, help="images per call (latency is reported per image)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--repeats", type=int, default=None, help="timed calls per row (default: 10 CUDA, 2 CPU)")
+    p.add_argument("--repeats", type=int, default=None, help="timed calls per row (default: 10 CUDA, 5 CPU)")
     p.add_argument("--samplers", nargs="+", choices=tuple(SAMPLERS), default=list(SAMPLERS))
     p.add_argument("--steps", type=int, nargs="+", default=[1, 2, 5, 10, 20, 100])
     p.add_argument("--quick", action="store_true", help="single step and 2-step FR only")
@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     device = as_device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda requested but torch.cuda.is_available() is False")
-    repeats = args.repeats or (10 if device.type == "cuda" else 2)
-    warmup = 3 if device.type == "cuda" else 1
+    repeats = args.repeats or (10 if device.type == "cuda" else 5)
+    warmup = 3 if device.type == "cuda" else 2
 
     refiner = bench_refiner(args.segmentor, args.classes, args.width, args.num_steps, device).eval()
     image = torch.randn(args.batch, 3, *args.size, generator=torch.Generator().manual_seed(0)).to(device)

@@ -190,6 +190,7 @@ def get_dataflow(
         num_workers=workers,
         collate_fn=collate,
         pin_memory=pin,
+        # The iteration sampler covers the whole run in one pass (one "epoch"), so workers start once either way.
         persistent_workers=False,
     )
     val_indices = list(range(idist.get_rank(), len(val_ds), idist.get_world_size()))
