@@ -234,3 +234,5 @@ def test_condition_projection_gives_the_denoisers_output(segmentor, kernel: str)
         full = refiner.denoise(x_t, t_vec, features)
         split = refiner.denoise(x_t, t_vec, features, refiner.denoiser.project_condition(features))
     torch.testing.assert_close(split, full, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="condition must have shape"):
+        refiner.denoiser.project_condition(features[:, :-1])  # a wrong slice of weights would pass silently

@@ -89,7 +89,11 @@ class Denoiser(nn.Module):
         The condition does not change across sampling steps, so samplers project it once per image and pass it to
         :meth:`forward` as ``cond_projection``; the result is that of the full input, up to float rounding.
         """
-        x_channels = self.unet.in_channels - cond.shape[1]
+        # The embedded x_t comes first in the UNet's input; the condition fills the remaining channels exactly.
+        x_channels = self.embedding.embedding_dim if self.embedding is not None else self.continuous_channels
+        expected = self.unet.in_channels - x_channels
+        if cond.ndim != 4 or cond.shape[1] != expected:
+            raise ValueError(f"condition must have shape (B, {expected}, h, w), got {tuple(cond.shape)}")
         return self.unet.project_input(cond, first_channel=x_channels)
 
     def forward(
