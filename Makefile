@@ -68,14 +68,18 @@ $(BUILD)/%.ipynb: notebooks/%.py | setup
 	@mkdir -p $(BUILD)
 	$(BIN)/jupytext --to ipynb --set-kernel python3 --output $@ $<
 
-# A notebook re-renders when its source or the results table changed.
+# A notebook re-renders when its source or the results table changed. The kernel's progress and warnings stay
+# off the page: papermill prints no bar, and `diffseg report --notebook` moves any stderr to this terminal.
+# (ipykernel warns on every start that papermill's local kernel talks TCP on loopback; that line is dropped.)
 $(BUILD)/%.executed.ipynb: $(BUILD)/%.ipynb $(RESULTS_TABLE)
-	$(BIN)/papermill --log-level WARNING $< $@ -p profile $(PROFILE) -p results_dir $(RESULTS) \
-		-p reports_dir $(REPORTS)
+	@echo "notebook $* ($(PROFILE)) ..."
+	@start=$$(date +%s); $(BIN)/papermill --log-level WARNING --no-progress-bar $< $@ -p profile $(PROFILE) \
+		-p results_dir $(RESULTS) -p reports_dir $(REPORTS) 2> >(grep -v "Kernel is running over TCP" >&2) \
+		&& echo "notebook $* done in $$(( $$(date +%s) - start )) s"
 
+# Byte-stable HTML: stable cell ids, no run metadata, so unchanged results give an unchanged page.
 $(REPORTS)/%.html: $(BUILD)/%.executed.ipynb
-	@mkdir -p $(REPORTS)
-	$(BIN)/jupyter nbconvert --to html --no-input --output-dir $(REPORTS) --output $* $<
+	$(PY) -m diffseg report --profile $(PROFILE) --results $(RESULTS) --reports $(REPORTS) --notebook $<
 
 $(RESULTS_TABLE):
 	$(MAKE) sweep

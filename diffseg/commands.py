@@ -103,11 +103,18 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser(
-        "report", help="write reports/index.html linking every rendered notebook", formatter_class=HELP_FMT
+        "report",
+        help="write reports/index.html (findings at a glance), or render one executed notebook to HTML",
+        formatter_class=HELP_FMT,
     )
     p.add_argument("--profile", default="cpu", choices=("smoke", "cpu", "paper"), help="study size")
     p.add_argument("--results", default="results", help="results store root")
     p.add_argument("--reports", default="reports", help="folder of the rendered HTML reports")
+    p.add_argument(
+        "--notebook",
+        default=None,
+        help="an executed notebook: render it to {reports}/<name>.html (byte-stable) instead of the index",
+    )
     p.set_defaults(func=cmd_report)
 
 
@@ -142,9 +149,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from diffseg.report import write_index
+    from diffseg.report import page_title, write_index
 
-    path = write_index(args.profile, args.results, args.reports)
+    if args.notebook:
+        from diffseg.render import render_html
+
+        stem = Path(args.notebook).name.split(".")[0]
+        path = render_html(args.notebook, Path(args.reports) / f"{stem}.html", title=page_title(stem))
+    else:
+        path = write_index(args.profile, args.results, args.reports)
     print(f"wrote {path}")
     return 0
 

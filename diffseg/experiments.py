@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -587,15 +587,37 @@ def _init_worker() -> None:
     torch.set_num_threads(1)  # one thread per process: the processes, not threads, fill the cores
 
 
-def _call(job: tuple[str, Any]) -> Any:
-    kind, args = job
+def _job_label(cfg: ExperimentConfig, labels: Mapping[str, Any] | None = None) -> str:
+    arm = ", ".join(f"{k}={v}" for k, v in (labels or {}).items() if k != "arm")
+    name = (labels or {}).get("arm") or arm
+    return f"{cfg.data.dataset}/{cfg.segmentor.name} seed {cfg.seed}" + (f" {name}" if name else "")
+
+
+def _call(job: tuple[str, Any, str]) -> tuple[str, float, int | None]:
+    """Run one sweep job; returns (label, seconds, iterations trained or None) for its progress line."""
+    kind, args, name = job
+    t0 = time.perf_counter()
+    cfg = args[0].cfg if kind == "eval" else args[0]
+    its: int | None = None
     if kind == "base":
-        return train_base(*args)
-    if kind == "stage1":
-        return train_stage1(*args)
-    if kind == "train":
-        return ensure_trained(*args)[1].get("train_time_s")
-    return run_or_load(*args)
+        train_base(*args)
+        label, its = f"{cfg.data.dataset}/{cfg.segmentor.name}", cfg.segmentor.train_iterations
+    elif kind == "stage1":
+        train_stage1(*args)
+        label, its = f"{_job_label(cfg)} {name}", cfg.train.stage1_iterations
+    elif kind == "train":
+        ensure_trained(*args)
+        two_stage = cfg.train.stage1_iterations > 0 and cfg.train.stage2_iterations > 0
+        its = (
+            cfg.train.stage2_iterations
+            if two_stage
+            else cfg.train.stage1_iterations + cfg.train.stage2_iterations
+        )
+        label = f"{_job_label(cfg)} {name}"
+    else:
+        run_or_load(*args)
+        label = f"{args[1]}: {_job_label(cfg, args[0].labels)}"
+    return label, time.perf_counter() - t0, its
 
 
 def sweep(
@@ -604,8 +626,11 @@ def sweep(
     experiments: list[str] | None = None,
     workers: int | None = None,
     device: str = "auto",
+    progress: bool = True,
 ) -> pd.DataFrame:
     """Run everything the store lacks for ``experiments`` (default: all), ``workers`` processes at a time.
+
+    With ``progress``, one line per finished job goes to stderr (`diffseg.progress.JobLog`).
 
     Phases, each a set of independent jobs: base segmentors, shared stage-1 trainings, full trainings, then
     evaluations. Every job is resumable and idempotent, so an interrupted sweep, started again, redoes only what
@@ -613,7 +638,7 @@ def sweep(
     """
     import multiprocessing as mp
 
-    from tqdm.auto import tqdm
+    from diffseg.progress import JobLog
 
     names = experiments or list(EXPERIMENTS)
     arms = [(name, arm) for name in names for arm in arms_of(name, profile, device=device)]
@@ -637,11 +662,16 @@ def sweep(
             if (device == "cuda" or (device == "auto" and torch.cuda.is_available()))
             else (os.cpu_count() or 1)
         )
+    arm_of = {}  # training -> the first experiment arm that needs it, to name it in the progress lines
+    for n, a in todo:
+        arm_of.setdefault(
+            train_id(a.cfg), f"{n}: {a.labels.get('arm') or ', '.join(map(str, a.labels.values()))}"
+        )
     phases = [
-        ("base segmentors", [("base", (c, runs)) for c in bases.values()]),
-        ("stage 1", [("stage1", (c, runs)) for c in stage1.values()]),
-        ("refiners", [("train", (c, runs)) for c in cfgs.values()]),
-        ("evaluations", [("eval", (a, n, profile, results_dir)) for n, a in todo]),
+        ("base segmentors", [("base", (c, runs), "") for c in bases.values()]),
+        ("stage 1", [("stage1", (c, runs), f"stage 1 {k[:8]}") for k, c in stage1.items()]),
+        ("refiners", [("train", (c, runs), arm_of.get(k, "")) for k, c in cfgs.items()]),
+        ("evaluations", [("eval", (a, n, profile, results_dir), "") for n, a in todo]),
     ]
     ctx = mp.get_context("spawn")
     pool = ctx.Pool(workers, initializer=_init_worker) if workers > 1 else None
@@ -650,8 +680,9 @@ def sweep(
             if not jobs:
                 continue
             it = pool.imap_unordered(_call, jobs) if pool else map(_call, jobs)
-            for _ in tqdm(it, total=len(jobs), desc=f"{profile}: {title}", unit="job"):
-                pass
+            log = JobLog(f"[{profile}] {title}", len(jobs), enabled=progress)
+            for label, seconds, iterations in it:
+                log.finished(label, seconds, iterations)
     finally:
         if pool is not None:
             pool.close()
@@ -702,15 +733,27 @@ def run_experiment(
     segmentors: list[str] | None = None,
     seeds: int | list[int] | None = None,
     device: str = "auto",
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> pd.DataFrame:
-    """Run what the store lacks for experiment ``name`` (with a progress bar) and return its rows."""
-    from tqdm.auto import tqdm
+    """Run what the store lacks for experiment ``name`` and return its rows.
+
+    ``progress``: one line per arm that had work to do; None (the default) prints them only when stderr is a
+    terminal, so a notebook's report never carries them (`diffseg.progress.wanted`).
+    """
+    from diffseg.progress import JobLog, wanted
 
     arms = arms_of(name, profile, datasets, segmentors, seeds, device)
+    store = _store(results_dir, profile)
+    log = JobLog(f"[{profile}] {name}", len(arms), enabled=wanted(progress))
     ids: list[str] = []
-    for arm in tqdm(arms, desc=name, unit="arm", disable=not progress):
+    for arm in arms:
+        todo = bool(_missing(arm, name, store))
+        t0 = time.perf_counter()
         ids += run_or_load(arm, name, profile, results_dir)
+        if todo:
+            log.finished(_job_label(arm.cfg, arm.labels), time.perf_counter() - t0)
+        else:
+            log.done += 1
     return _store(results_dir, profile).load(list(dict.fromkeys(ids)))
 
 

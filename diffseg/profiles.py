@@ -91,6 +91,24 @@ def notes(profile: str) -> str:
     )
 
 
+def scale(profile: str) -> str:
+    """One sentence for the top of every report page: what data and scale a profile's numbers come from."""
+    _check(profile=profile)
+    if profile == "paper":
+        return (
+            "Profile paper: ADE20K and Cityscapes (the real datasets), the six pretrained base segmentors and the "
+            "release's settings."
+        )
+    a, c = profile_config(profile, "ade20k"), profile_config(profile, "cityscapes")
+    return (
+        f"Profile {profile}: synthetic scenes written in the ADE20K layout ({a.data.synth_size[0]}x"
+        f"{a.data.synth_size[1]} px) and the Cityscapes layout ({c.data.synth_size[0]}x{c.data.synth_size[1]} px), "
+        f"small models trained from scratch on CPU. Its numbers test the method at this scale: they are not "
+        f"ADE20K or Cityscapes results"
+        + (", and the smoke profile's are noise." if profile == "smoke" else ".")
+    )
+
+
 def data_config(dataset: str, profile: str, root: str | None = None) -> DataConfig:
     """The data section of a profile. ``root`` defaults to $ADE20K_ROOT / $CITYSCAPES_ROOT for ``paper`` and to
     ``$DIFFSEG_DATA/<profile>/<dataset>`` (``data/...``) for the synthetic profiles."""

@@ -1,15 +1,22 @@
-"""``reports/index.html``: links to every rendered notebook, with the headline table, date, commit and profile."""
+"""The pages around the notebooks: ``reports/index.html`` (findings at a glance) and each report's header.
+
+Both are computed from the results store (`diffseg.findings`), so the index and the top of a report give the
+same verdict with the same numbers. Nothing here depends on the time or the machine it runs on: unchanged
+results render to identical bytes, and the commit shown is the one recorded with the results, not the checkout's.
+"""
 
 from __future__ import annotations
 
-import datetime as _dt
 import html
 import os
 from pathlib import Path
 
 import pandas as pd
 
-from diffseg.results import ResultsStore, git_commit
+from diffseg import findings as fd
+from diffseg.profiles import scale
+from diffseg.publish import atomic_write
+from diffseg.results import ResultsStore
 
 TITLES = {
     "00_data": "The datasets",
@@ -23,6 +30,114 @@ TITLES = {
     "08_mask_prior": "What the mask prior learned",
     "09_performance": "Performance: cost and gain",
 }
+_VERDICT_COLOURS = {
+    "supported": "#1a7f37",
+    "contradicted": "#cf222e",
+    "mixed": "#9a6700",
+    "partly": "#9a6700",
+}
+_STYLE = """
+.ds-header, .ds-finding { font-family: system-ui, sans-serif; line-height: 1.45; }
+.ds-nav { display: flex; gap: 1.2rem; font-size: .95rem; margin: .2rem 0 .6rem; }
+.ds-scale { background: #fff8c5; border: 1px solid #d4a72c; padding: .35rem .6rem; border-radius: 4px; }
+.ds-finding { border: 1px solid #d0d7de; border-radius: 6px; padding: .6rem .9rem; margin: .8rem 0;
+  overflow: auto; }
+.ds-finding img { float: right; margin: 0 0 .4rem 1rem; border: 1px solid #d0d7de; }
+.ds-finding h3 { margin: .1rem 0 .3rem; }
+.ds-verdict { font-weight: 600; }
+table.ds-contrasts { border-collapse: collapse; font-size: .92rem; }
+table.ds-contrasts td, table.ds-contrasts th { padding: .15rem .55rem; border-bottom: 1px solid #ddd;
+  text-align: left; }
+"""
+
+
+def page_title(stem: str) -> str:
+    """``"04 · Finding 3: strict vs relaxed inference"`` for a report stem."""
+    return f"{stem[:2]} · {TITLES.get(stem, stem)}"
+
+
+def _verdict_html(verdict: str) -> str:
+    colour = next((c for k, c in _VERDICT_COLOURS.items() if verdict.startswith(k)), "#57606a")
+    return f'<span class="ds-verdict" style="color:{colour}">{html.escape(verdict)}</span>'
+
+
+def finding_html(finding: fd.Finding, thumbnail: str | None = None, link: bool = False) -> str:
+    """A finding as an HTML card: claim, verdict, rule and one row per contrast (effect with its 95% interval)."""
+    title = html.escape(finding.title)
+    page = f"{finding.report}.html"
+    head = f'<a href="{page}">{title}</a>' if link else title
+    img = ""
+    if thumbnail:
+        img = f'<a href="{page}"><img src="{html.escape(thumbnail)}" width="300" alt="key figure of {title}"></a>'
+    if finding.contrasts:
+        rows = "".join(
+            f"<tr><td>{html.escape(c.setting)}</td><td>{html.escape(c.label)}</td>"
+            f"<td>{html.escape(c.interval)}</td><td>{c.n}</td><td>{html.escape(c.verdict)}</td></tr>"
+            for c in finding.contrasts
+        )
+        table = (
+            '<table class="ds-contrasts"><tr><th>setting</th><th>paired difference</th>'
+            "<th>mean [95% interval], mIoU points</th><th>seeds</th><th>test</th></tr>"
+            f"{rows}</table>"
+        )
+    else:
+        table = "<p>No results for this finding in the store yet.</p>"
+    return (
+        f'<div class="ds-finding">{img}<h3>{head}</h3>'
+        f"<p><b>Claim:</b> {html.escape(finding.claim)}</p>"
+        f"<p><b>Verdict here:</b> {_verdict_html(finding.verdict)} ({html.escape(finding.rule)}; "
+        "paired t test over seeds at the 5% level).</p>"
+        f"{table}</div>"
+    )
+
+
+def _load(profile: str, results_dir: str | Path) -> pd.DataFrame:
+    return ResultsStore(Path(results_dir) / profile).load()
+
+
+def commits(df: pd.DataFrame) -> str:
+    """The commits recorded with the results (``"a84cf64"``; several joined; "none" for an empty store)."""
+    if df.empty or "git_commit" not in df.columns:
+        return "none"
+    return ", ".join(sorted(map(str, df["git_commit"].dropna().unique())))
+
+
+def portable_path(path: str | Path) -> str:
+    """``path`` as a reader of the report can use it: relative to the working folder when inside it, under
+    ``$DIFFSEG_DATA`` when inside that, else only its last two parts (never the build machine's home or /tmp)."""
+    p = Path(path).resolve()
+    for root, name in ((Path.cwd(), None), (os.environ.get("DIFFSEG_DATA"), "$DIFFSEG_DATA")):
+        if root is None:
+            continue
+        try:
+            rel = p.relative_to(Path(root).resolve())
+        except ValueError:
+            continue
+        return str(rel) if name is None else f"{name}/{rel}"
+    return str(Path(*p.parts[-2:]))
+
+
+def page_header(stem: str, profile: str, results_dir: str | Path = "results") -> str:
+    """The HTML a report opens with: links to the index and its neighbours, the profile's scale, its finding."""
+    stems = list(TITLES)
+    i = stems.index(stem) if stem in stems else -1
+    nav = ['<a href="index.html">&larr; index: findings at a glance</a>']
+    if i > 0:
+        nav.append(f'<a href="{stems[i - 1]}.html">previous: {html.escape(page_title(stems[i - 1]))}</a>')
+    if 0 <= i < len(stems) - 1:
+        nav.append(f'<a href="{stems[i + 1]}.html">next: {html.escape(page_title(stems[i + 1]))} &rarr;</a>')
+    df = _load(profile, results_dir)
+    finding = fd.finding_of_report(df, stem)
+    body = (
+        finding_html(finding)
+        if finding is not None
+        else "<p>This report tests none of the paper's findings; the index lists them.</p>"
+    )
+    return (
+        f'<style>{_STYLE}</style><div class="ds-header"><div class="ds-nav">{" ".join(nav)}</div>'
+        f'<p class="ds-scale">{html.escape(scale(profile))} Results from commit '
+        f"<code>{html.escape(commits(df))}</code>.</p>{body}</div>"
+    )
 
 
 def headline_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -51,44 +166,62 @@ def headline_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_index(profile: str, results_dir: str | Path, reports_dir: str | Path) -> Path:
+    """Write ``{reports_dir}/index.html``: the profile's scale, every finding's card, the headline table, links."""
     reports_dir = Path(reports_dir)
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    df = ResultsStore(Path(results_dir) / profile).load()
+    df = _load(profile, results_dir)
+    cards = []
+    for finding in fd.all_findings(df):
+        thumb = f"figures/{finding.figure}.png"
+        cards.append(finding_html(finding, thumb if (reports_dir / thumb).is_file() else None, link=True))
     table = headline_table(df) if not df.empty else pd.DataFrame()
-    links = []
-    for page in sorted(reports_dir.glob("[0-9][0-9]_*.html")):
-        title = TITLES.get(page.stem, page.stem)
-        links.append(
-            f'<li><a href="{html.escape(page.name)}">{html.escape(page.stem)}</a>: {html.escape(title)}</li>'
-        )
-    now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     table_html = (
-        table.to_html(index=False, border=0, classes="headline")
+        table.to_html(index=False, border=0, classes="ds-contrasts")
         if not table.empty
         else "<p>No main results in the store yet.</p>"
     )
+    links = [
+        f'<li><a href="{html.escape(p.name)}">{html.escape(page_title(p.stem))}</a></li>'
+        for p in sorted(reports_dir.glob("[0-9][0-9]_*.html"))
+    ]
+    n_seeds = int(df["seed"].nunique()) if not df.empty else 0
     body = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>diffseg study ({html.escape(profile)})</title>
 <style>
-body {{ font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; line-height: 1.45; }}
-table.headline {{ border-collapse: collapse; }} table.headline td, table.headline th {{ padding: .25rem .6rem;
-border-bottom: 1px solid #ddd; text-align: right; }} code {{ background: #f4f4f4; padding: 0 .2rem; }}
+body {{ font-family: system-ui, sans-serif; max-width: 64rem; margin: 2rem auto; padding: 0 1rem;
+  line-height: 1.45; }}
+code {{ background: #f4f4f4; padding: 0 .2rem; }}
+{_STYLE}
 </style></head><body>
 <h1>diffseg: Denoising Diffusion Semantic Segmentation with Mask Prior Modeling, reproduced</h1>
-<p>Profile <code>{html.escape(profile)}</code> &middot; generated {now} &middot; commit
-<code>{html.escape(git_commit())}</code> &middot; {len(df)} result rows</p>
-<h2>Headline: base vs refined (single-scale, final step; percent, mean ± std over seeds)</h2>
+<p class="ds-scale">{html.escape(scale(profile))}</p>
+<p>Profile <code>{html.escape(profile)}</code> &middot; results from commit <code>{html.escape(commits(df))}</code>
+&middot; {len(df)} result rows &middot; up to {n_seeds} seed(s) per setting.</p>
+<h2>Findings at a glance</h2>
+<p>Each verdict is computed from the numbers below it: per seed a paired difference in mIoU points, over seeds
+its mean with a Student-t 95% interval. It is what these runs say, at this profile's scale, whatever the paper
+says.</p>
+{chr(10).join(cards)}
+<h2>Main table: base vs refined (single-scale, final step; percent, mean ± std over seeds)</h2>
 {table_html}
 <h2>Reports</h2>
 <ul>
 {chr(10).join(links)}
 </ul>
 <p>Regenerate with <code>make reproduce</code> (profile <code>{html.escape(profile)}</code>). Tables are in
-<code>tables/</code>, figures in <code>figures/</code>, every number in <code>{html.escape(str(results_dir))}/{html.escape(profile)}/results.csv</code>.</p>
+<code>tables/</code>, figures in <code>figures/</code>, every number in
+<code>{html.escape(Path(results_dir).name)}/{html.escape(profile)}/results.csv</code>.</p>
 </body></html>
 """
-    path = reports_dir / "index.html"
-    tmp = path.with_name("index.html.tmp")
-    tmp.write_text(body)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(reports_dir / "index.html", lambda tmp: Path(tmp).write_text(body))
+
+
+__all__ = [
+    "TITLES",
+    "commits",
+    "finding_html",
+    "headline_table",
+    "page_header",
+    "page_title",
+    "portable_path",
+    "write_index",
+]

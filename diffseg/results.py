@@ -43,9 +43,17 @@ MEAN_METRICS = ("mIoU", "mAcc", "aAcc", "mBIoU")
 CLASS_METRICS = {"IoU": "IoU", "BIoU": "BIoU"}
 
 
+# What the study writes itself: changes there do not make the code that produced a result "dirty" (the results
+# store is committed, so without this every row after the first of a clean-checkout sweep would say "+dirty").
+STUDY_OUTPUTS: tuple[str, ...] = ("results", "reports", "build")
+
+
 @lru_cache(maxsize=1)
 def git_commit() -> str:
-    """The commit of the working tree (with '+dirty' when it has changes), or 'unknown' outside git."""
+    """The commit of the code (with '+dirty' when tracked files outside `STUDY_OUTPUTS` changed), or 'unknown'.
+
+    Computed once per process, so every row of one run of the study carries the same provenance.
+    """
     try:
         root = Path(__file__).resolve().parents[1]
         sha = subprocess.run(
@@ -57,7 +65,15 @@ def git_commit() -> str:
             timeout=10,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                *(f":(exclude){p}" for p in STUDY_OUTPUTS),
+            ],
             cwd=root,
             capture_output=True,
             text=True,

@@ -4,17 +4,14 @@ Everything here reads the long-format results DataFrame of ``diffseg.results`` (
 metric and class; ``value`` a fraction in [0, 1]) or the numpy artifacts of ``experiments.load_artifacts``.
 Tables report percent points. Figures are built on ``matplotlib.figure.Figure`` directly, never through pyplot,
 so library code keeps no global figure state: nothing leaks between calls and nothing is shown twice in a
-notebook (the notebook calls ``display(fig)``). Prose is computed from numbers (``describe_delta``, ``verdict``)
+notebook (the notebook calls ``show_figure``, from `diffseg.publish`, which saves and displays it). Prose is computed from numbers (``describe_delta``, ``verdict``)
 so that a notebook can never claim what its data do not show.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -23,6 +20,8 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
+
+from diffseg.publish import save_figure, save_table, show_figure  # noqa: F401  (re-exported for the notebooks)
 
 # Arm factor columns an experiment may carry (labels are strings; num_steps / num_evals may be ints where they
 # come from provenance rather than an arm label); the order is the display order.
@@ -598,44 +597,6 @@ def experiment_intro(title: str, finding: str, description: str, profile_notes: 
     )
     parts.append(profile_notes)
     return "\n\n".join(parts)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# saving
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def save_figure(fig: Figure, stem: str, out_dir: str | Path) -> list[Path]:
-    """Write ``{out_dir}/{stem}.png`` (dpi 120) and ``.svg``, each atomically; returns the two paths."""
-    if not stem or "/" in stem or "\\" in stem:
-        raise ValueError(f"save_figure: stem must be a plain file name without suffix, got {stem!r}")
-    out = []
-    for fmt, meta in (("png", {"Software": None}), ("svg", {"Date": None})):
-        path = Path(out_dir) / f"{stem}.{fmt}"
-        _atomic_write(path, lambda tmp, f=fmt, m=meta: fig.savefig(tmp, format=f, dpi=120, metadata=m))
-        out.append(path)
-    return out
-
-
-def save_table(df: pd.DataFrame, stem: str, out_dir: str | Path) -> Path:
-    """Write ``{out_dir}/{stem}.csv`` atomically (index included when it is not a plain range)."""
-    if not stem or "/" in stem or "\\" in stem:
-        raise ValueError(f"save_table: stem must be a plain file name without suffix, got {stem!r}")
-    path = Path(out_dir) / f"{stem}.csv"
-    keep_index = not isinstance(df.index, pd.RangeIndex)
-    _atomic_write(path, lambda tmp: df.to_csv(tmp, index=keep_index))
-    return path
 
 
 # --------------------------------------------------------------------------------------------------------------

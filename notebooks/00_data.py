@@ -30,14 +30,15 @@ max_items = None  # cap on the items scanned for class frequencies (None: the wh
 from pathlib import Path
 
 import pandas as pd
-from IPython.display import Markdown, display
+from IPython.display import HTML, Markdown, display
 
 from diffseg import data as dsdata
 from diffseg import experiments as ex
-from diffseg import viz
+from diffseg import report, viz
 
 tables_dir = Path(reports_dir) / "tables"
 figures_dir = Path(reports_dir) / "figures"
+display(HTML(report.page_header("00_data", profile, results_dir)))
 display(Markdown(ex.profile_notes(profile)))
 
 # %%
@@ -64,7 +65,7 @@ for name in datasets:
                 "split": split,
                 "images": len(ds),
                 "classes": ds.num_classes,
-                "root": cfg.root,
+                "root": report.portable_path(cfg.root),
                 "synthetic": cfg.synthetic,
             }
         )
@@ -89,8 +90,7 @@ for name, by_split in splits.items():
         )
     )
     fig = viz.class_frequency(ds, max_items=max_items, title=f"{name}: class frequency")
-    viz.save_figure(fig, f"00_class_frequency_{name}", figures_dir)
-    display(fig)
+    viz.show_figure(fig, f"00_class_frequency_{name}", figures_dir)
 
 # %% [markdown]
 # ## Samples with their masks
@@ -99,5 +99,4 @@ for name, by_split in splits.items():
 for name, by_split in splits.items():
     ds = by_split.get("val") or by_split.get("train")
     fig = viz.dataset_samples(ds, n=4)
-    viz.save_figure(fig, f"00_samples_{name}", figures_dir)
-    display(fig)
+    viz.show_figure(fig, f"00_samples_{name}", figures_dir)

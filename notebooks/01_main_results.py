@@ -29,16 +29,15 @@ seeds = None  # None: the profile's seeds
 # %%
 from pathlib import Path
 
-from IPython.display import Markdown, display
+from IPython.display import HTML, Markdown, display
 
 from diffseg import experiments as ex
-from diffseg import viz
+from diffseg import report, viz
 
 NAME = "main_results"
 tables_dir = Path(reports_dir) / "tables"
 figures_dir = Path(reports_dir) / "figures"
 spec = ex.EXPERIMENTS[NAME]
-display(Markdown(viz.experiment_intro(spec.title, spec.finding, spec.description, ex.profile_notes(profile))))
 
 # %%
 df = ex.run_experiment(
@@ -50,6 +49,8 @@ df = ex.run_experiment(
     seeds=seeds,
     device=device,
 )
+display(HTML(report.page_header("01_main_results", profile, results_dir)))
+display(Markdown(viz.experiment_intro(spec.title, spec.finding, spec.description, ex.profile_notes(profile))))
 prov = viz.provenance_table(df)
 viz.save_table(prov, "01_provenance", tables_dir)
 display(prov)
@@ -123,16 +124,14 @@ if published is not None:
 fig = viz.bar_compare(
     df, x="segmentor", hue="method", metric="mIoU", test="ss", reference=reference, panel=["dataset"]
 )
-viz.save_figure(fig, "01_main_mIoU", figures_dir)
-display(fig)
+viz.show_figure(fig, "01_main_mIoU", figures_dir)
 
 # %% [markdown]
 # ## Per-class IoU change
 
 # %%
 fig = viz.per_class_delta(df)
-viz.save_figure(fig, "01_per_class_delta", figures_dir)
-display(fig)
+viz.show_figure(fig, "01_per_class_delta", figures_dir)
 per_class = viz.paired_deltas(df, "IoU", test="ss")
 if len(per_class):
     m = per_class.groupby(["dataset", "segmentor", "class_name"])["delta"].mean()

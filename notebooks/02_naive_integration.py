@@ -30,16 +30,15 @@ seeds = None  # None: the profile's seeds
 # %%
 from pathlib import Path
 
-from IPython.display import Markdown, display
+from IPython.display import HTML, Markdown, display
 
 from diffseg import experiments as ex
-from diffseg import viz
+from diffseg import report, viz
 
 NAME = "naive_integration"
 tables_dir = Path(reports_dir) / "tables"
 figures_dir = Path(reports_dir) / "figures"
 spec = ex.EXPERIMENTS[NAME]
-display(Markdown(viz.experiment_intro(spec.title, spec.finding, spec.description, ex.profile_notes(profile))))
 
 # %%
 df = ex.run_experiment(
@@ -51,6 +50,8 @@ df = ex.run_experiment(
     seeds=seeds,
     device=device,
 )
+display(HTML(report.page_header("02_naive_integration", profile, results_dir)))
+display(Markdown(viz.experiment_intro(spec.title, spec.finding, spec.description, ex.profile_notes(profile))))
 display(viz.provenance_table(df))
 
 # %% [markdown]
@@ -94,8 +95,6 @@ display(Markdown(text))
 
 # %%
 fig = viz.bar_compare(df, x="arm", hue="method", metric="mIoU", test="ss")
-viz.save_figure(fig, "02_naive_integration_mIoU", figures_dir)
-display(fig)
+viz.show_figure(fig, "02_naive_integration_mIoU", figures_dir)
 fig = viz.step_curves(df, metric="mIoU", hue="arm")
-viz.save_figure(fig, "02_naive_integration_steps", figures_dir)
-display(fig)
+viz.show_figure(fig, "02_naive_integration_steps", figures_dir)

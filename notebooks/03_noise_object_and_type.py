@@ -30,16 +30,15 @@ seeds = None  # None: the profile's seeds
 # %%
 from pathlib import Path
 
-from IPython.display import Markdown, display
+from IPython.display import HTML, Markdown, display
 
 from diffseg import experiments as ex
-from diffseg import viz
+from diffseg import report, viz
 
 NAME = "noise_object_and_type"
 tables_dir = Path(reports_dir) / "tables"
 figures_dir = Path(reports_dir) / "figures"
 spec = ex.EXPERIMENTS[NAME]
-display(Markdown(viz.experiment_intro(spec.title, spec.finding, spec.description, ex.profile_notes(profile))))
 
 # %%
 df = ex.run_experiment(
@@ -51,6 +50,8 @@ df = ex.run_experiment(
     seeds=seeds,
     device=device,
 )
+display(HTML(report.page_header("03_noise_object_and_type", profile, results_dir)))
+display(Markdown(viz.experiment_intro(spec.title, spec.finding, spec.description, ex.profile_notes(profile))))
 display(viz.provenance_table(df))
 
 # %% [markdown]
@@ -71,8 +72,7 @@ display(delta.text)
 
 # %%
 fig = viz.delta_heatmap(delta.stats, index="noise_object", columns="kernel")
-viz.save_figure(fig, "03_noise_object_and_type_heatmap", figures_dir)
-display(fig)
+viz.show_figure(fig, "03_noise_object_and_type_heatmap", figures_dir)
 
 # %%
 ranges = viz.main_effect_ranges(df, ["noise_object", "kernel"], test="ss")

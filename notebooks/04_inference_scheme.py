@@ -29,16 +29,15 @@ seeds = None  # None: the profile's seeds
 # %%
 from pathlib import Path
 
-from IPython.display import Markdown, display
+from IPython.display import HTML, Markdown, display
 
 from diffseg import experiments as ex
-from diffseg import viz
+from diffseg import report, viz
 
 NAME = "inference_scheme"
 tables_dir = Path(reports_dir) / "tables"
 figures_dir = Path(reports_dir) / "figures"
 spec = ex.EXPERIMENTS[NAME]
-display(Markdown(viz.experiment_intro(spec.title, spec.finding, spec.description, ex.profile_notes(profile))))
 
 # %%
 df = ex.run_experiment(
@@ -50,6 +49,8 @@ df = ex.run_experiment(
     seeds=seeds,
     device=device,
 )
+display(HTML(report.page_header("04_inference_scheme", profile, results_dir)))
+display(Markdown(viz.experiment_intro(spec.title, spec.finding, spec.description, ex.profile_notes(profile))))
 display(viz.provenance_table(df))
 
 # %% [markdown]
@@ -82,8 +83,7 @@ longest = n_evals == n_evals.groupby(df["sampler"]).transform("max")
 curves = df[longest | (df["method"] == "base")]
 for metric in ("mIoU", "mBIoU"):
     fig = viz.step_curves(curves, metric=metric, hue="sampler")
-    viz.save_figure(fig, f"04_steps_{metric}", figures_dir)
-    display(fig)
+    viz.show_figure(fig, f"04_steps_{metric}", figures_dir)
 
 # %%
 samplers = set(refined["sampler"].astype(str))

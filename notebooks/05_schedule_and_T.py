@@ -28,16 +28,15 @@ seeds = None  # None: the profile's seeds
 # %%
 from pathlib import Path
 
-from IPython.display import Markdown, display
+from IPython.display import HTML, Markdown, display
 
 from diffseg import experiments as ex
-from diffseg import viz
+from diffseg import report, viz
 
 NAME = "schedule_and_T"
 tables_dir = Path(reports_dir) / "tables"
 figures_dir = Path(reports_dir) / "figures"
 spec = ex.EXPERIMENTS[NAME]
-display(Markdown(viz.experiment_intro(spec.title, spec.finding, spec.description, ex.profile_notes(profile))))
 
 # %%
 df = ex.run_experiment(
@@ -49,6 +48,8 @@ df = ex.run_experiment(
     seeds=seeds,
     device=device,
 )
+display(HTML(report.page_header("05_schedule_and_T", profile, results_dir)))
+display(Markdown(viz.experiment_intro(spec.title, spec.finding, spec.description, ex.profile_notes(profile))))
 display(viz.provenance_table(df))
 
 # %% [markdown]
@@ -60,8 +61,7 @@ viz.save_table(delta.text, "05_schedule_and_T", tables_dir)
 viz.save_table(delta.stats, "05_schedule_and_T_stats", tables_dir)
 display(delta.text)
 fig = viz.delta_heatmap(delta.stats, index="schedule", columns="num_steps")
-viz.save_figure(fig, "05_schedule_and_T_heatmap", figures_dir)
-display(fig)
+viz.show_figure(fig, "05_schedule_and_T_heatmap", figures_dir)
 
 # %%
 display(

@@ -29,16 +29,15 @@ seeds = None  # None: the profile's seeds
 # %%
 from pathlib import Path
 
-from IPython.display import Markdown, display
+from IPython.display import HTML, Markdown, display
 
 from diffseg import experiments as ex
-from diffseg import viz
+from diffseg import report, viz
 
 NAME = "condition_and_training"
 tables_dir = Path(reports_dir) / "tables"
 figures_dir = Path(reports_dir) / "figures"
 spec = ex.EXPERIMENTS[NAME]
-display(Markdown(viz.experiment_intro(spec.title, spec.finding, spec.description, ex.profile_notes(profile))))
 
 # %%
 df = ex.run_experiment(
@@ -50,6 +49,8 @@ df = ex.run_experiment(
     seeds=seeds,
     device=device,
 )
+display(HTML(report.page_header("06_condition_and_training", profile, results_dir)))
+display(Markdown(viz.experiment_intro(spec.title, spec.finding, spec.description, ex.profile_notes(profile))))
 display(viz.provenance_table(df))
 
 # %%
@@ -69,8 +70,7 @@ for factor, pairs in comparisons.items():
     viz.save_table(delta.stats, f"06_{factor}_stats", tables_dir)
     display(delta.text)
     fig = viz.bar_compare(sub, x=factor, hue="method", test="ss")
-    viz.save_figure(fig, f"06_{factor}", figures_dir)
-    display(fig)
+    viz.show_figure(fig, f"06_{factor}", figures_dir)
     lines = []
     for a, b in pairs:
         if not {a, b} <= set(sub[factor].astype(str)):

@@ -30,16 +30,15 @@ n_images = 4
 # %%
 from pathlib import Path
 
-from IPython.display import Markdown, display
+from IPython.display import HTML, Markdown, display
 
 from diffseg import experiments as ex
-from diffseg import viz
+from diffseg import report, viz
 
 NAME = "qualitative"
 tables_dir = Path(reports_dir) / "tables"
 figures_dir = Path(reports_dir) / "figures"
 spec = ex.EXPERIMENTS[NAME]
-display(Markdown(viz.experiment_intro(spec.title, spec.finding, spec.description, ex.profile_notes(profile))))
 
 # %%
 df = ex.run_experiment(
@@ -51,6 +50,8 @@ df = ex.run_experiment(
     seeds=seeds,
     device=device,
 )
+display(HTML(report.page_header("07_qualitative", profile, results_dir)))
+display(Markdown(viz.experiment_intro(spec.title, spec.finding, spec.description, ex.profile_notes(profile))))
 display(viz.provenance_table(df))
 
 # %%
@@ -82,11 +83,9 @@ for _, run in runs.iterrows():
         )
     )
     fig = viz.comparison_grid(arts, palette, n=n_images)
-    viz.save_figure(fig, f"07_comparison_{tag}", figures_dir)
-    display(fig)
+    viz.show_figure(fig, f"07_comparison_{tag}", figures_dir)
     fig = viz.trajectory_grid(arts, palette, index=0)
-    viz.save_figure(fig, f"07_trajectory_{tag}", figures_dir)
-    display(fig)
+    viz.show_figure(fig, f"07_trajectory_{tag}", figures_dir)
 
 # %%
 import pandas as pd

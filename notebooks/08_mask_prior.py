@@ -31,16 +31,15 @@ n_samples = 8
 # %%
 from pathlib import Path
 
-from IPython.display import Markdown, display
+from IPython.display import HTML, Markdown, display
 
 from diffseg import experiments as ex
-from diffseg import viz
+from diffseg import report, viz
 
 NAME = "mask_prior"
 tables_dir = Path(reports_dir) / "tables"
 figures_dir = Path(reports_dir) / "figures"
 spec = ex.EXPERIMENTS[NAME]
-display(Markdown(viz.experiment_intro(spec.title, spec.finding, spec.description, ex.profile_notes(profile))))
 
 # %%
 df = ex.run_experiment(
@@ -52,6 +51,8 @@ df = ex.run_experiment(
     seeds=seeds,
     device=device,
 )
+display(HTML(report.page_header("08_mask_prior", profile, results_dir)))
+display(Markdown(viz.experiment_intro(spec.title, spec.finding, spec.description, ex.profile_notes(profile))))
 display(viz.provenance_table(df))
 
 # %%
@@ -82,12 +83,11 @@ for _, run in runs.iterrows():
         )
     )
     fig = viz.prior_grid(arts, palette, n=n_images)
-    viz.save_figure(fig, f"08_prior_denoise_{tag}", figures_dir)
-    display(fig)
+    viz.show_figure(fig, f"08_prior_denoise_{tag}", figures_dir)
     fig = viz.prior_samples(arts, palette, n=n_samples)
-    viz.save_figure(fig, f"08_prior_samples_{tag}", figures_dir)
-    display(fig)
+    viz.show_figure(fig, f"08_prior_samples_{tag}", figures_dir)
 
 # %%
 prior = pd.concat(prior_rows, ignore_index=True) if prior_rows else pd.DataFrame()
 viz.save_table(prior, "08_mask_prior", tables_dir)
+display(prior)

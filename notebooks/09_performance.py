@@ -33,17 +33,16 @@ from pathlib import Path
 
 import pandas as pd
 import seaborn as sns
-from IPython.display import Markdown, display
+from IPython.display import HTML, Markdown, display
 from matplotlib.figure import Figure
 
 from diffseg import experiments as ex
-from diffseg import viz
+from diffseg import report, viz
 
 NAME = "performance"
 tables_dir = Path(reports_dir) / "tables"
 figures_dir = Path(reports_dir) / "figures"
 spec = ex.EXPERIMENTS[NAME]
-display(Markdown(viz.experiment_intro(spec.title, spec.finding, spec.description, ex.profile_notes(profile))))
 
 # %%
 df = ex.run_experiment(
@@ -55,6 +54,8 @@ df = ex.run_experiment(
     seeds=seeds,
     device=device,
 )
+display(HTML(report.page_header("09_performance", profile, results_dir)))
+display(Markdown(viz.experiment_intro(spec.title, spec.finding, spec.description, ex.profile_notes(profile))))
 display(viz.provenance_table(df))
 
 # %% [markdown]
@@ -96,8 +97,7 @@ ax.set_xlabel("latency of base + refiner / base alone (log scale)")
 ax.set_ylabel("mIoU gain over the base (points)")
 ax.legend(fontsize=7, loc="best")
 fig.tight_layout()
-viz.save_figure(fig, "09_gain_vs_cost", figures_dir)
-display(fig)
+viz.show_figure(fig, "09_gain_vs_cost", figures_dir)
 
 # %%
 lines = []
