@@ -1,0 +1,160 @@
+"""Where the study's time goes: per experiment, per kind of training and evaluation, and inside one refiner step.
+
+    .venv/bin/python benchmarks/sweep_breakdown.py [--profile cpu] [--results results] [--steps 30]
+
+Part 1 reads what a finished sweep left behind, so it costs nothing to run: the run folders' ``log.csv`` (a
+timestamp every ``train.log_every`` iterations: the seconds a training took and its iterations) and the results
+rows (``eval_time_s`` per evaluation). Part 2 times the parts of one refiner training step of the profile
+(data, frozen segmentor, the no-grad first prediction of noise-on-first-prediction arms, denoiser forward,
+backward, optimiser) over ``--steps`` steps in this process, single-threaded as a sweep worker runs, with a
+randomly initialised base (the cost does not depend on the weights). Each part is also given as a share of the
+whole step, so the lever for a faster study can be read off the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+
+def _training_time(log: Path) -> tuple[float, int]:
+    """(seconds between the first and last logged iteration scaled to the whole run, iterations) of a log.csv."""
+    rows = list(csv.DictReader(log.open()))
+    its = [int(r["iteration"]) for r in rows]
+    times = [float(r["time"]) for r in rows]
+    # a resumed run appends a second pass that restarts below the last iteration: keep the last pass
+    starts = [i for i in range(1, len(its)) if its[i] < its[i - 1]]
+    first = starts[-1] if starts else 0
+    its, times = its[first:], times[first:]
+    if len(its) < 2 or its[-1] <= its[0]:
+        return 0.0, its[-1] if its else 0
+    per_it = (times[-1] - times[0]) / (its[-1] - its[0])
+    return per_it * its[-1], its[-1]
+
+
+def study_breakdown(results: Path, profile: str) -> None:
+    import pandas as pd
+
+    runs = results.resolve().parent / "runs" / profile
+    if not runs.is_dir():
+        print(f"no run folders under {runs}: run the sweep first (part 1 skipped)")
+        return
+    kinds: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    for log in sorted(runs.glob("**/log.csv")):
+        rel = log.relative_to(runs).parts
+        kind = rel[0] if rel[0] in ("base", "stage1") else "refiner (stage 2 or one-stage)"
+        kinds[kind].append(_training_time(log))
+    print(f"## Part 1: where the {profile} sweep's time went ({runs})\n")
+    print("| training | runs | iterations (median) | s / run (median) | s in all | ms / iteration |")
+    print("|---|---|---|---|---|---|")
+    total_train = 0.0
+    for kind, vals in kinds.items():
+        secs = sorted(s for s, _ in vals)
+        its = sorted(i for _, i in vals)
+        all_s = sum(secs)
+        total_train += all_s
+        per = 1000 * all_s / max(1, sum(its))
+        print(
+            f"| {kind} | {len(vals)} | {its[len(its) // 2]} | {secs[len(secs) // 2]:.1f} | {all_s:.0f} | {per:.0f} |"
+        )
+    df = pd.read_parquet(results / profile / "results.parquet")
+    ev = df.drop_duplicates("run_id")
+    print("\n| experiment | evaluations | trainings | eval s in all | eval s (median) |")
+    print("|---|---|---|---|---|")
+    total_eval = 0.0
+    for name, g in ev.groupby("experiment"):
+        total_eval += g["eval_time_s"].sum()
+        print(
+            f"| {name} | {len(g)} | {g['train_id'].nunique()} | {g['eval_time_s'].sum():.0f} | "
+            f"{g['eval_time_s'].median():.1f} |"
+        )
+    print(
+        f"\nTraining {total_train:.0f} s and evaluation {total_eval:.0f} s of worker time (two workers share the "
+        "wall clock; the sweep's wall time is about half their sum).\n"
+    )
+
+
+def step_anatomy(profile: str, steps: int, noise_object: str) -> None:
+    from diffseg.config import replace
+    from diffseg.engines import _build_models, get_dataflow, iteration_seed, make_generator, scaled_lr
+    from diffseg.profiles import profile_config
+
+    torch.set_num_threads(1)  # as a sweep worker
+    cfg = profile_config(profile, "ade20k")
+    cfg = replace(cfg, refiner=replace(cfg.refiner, noise_object=noise_object))
+    device = torch.device("cpu")
+    loader, _, val_ds = get_dataflow(cfg, steps + 3)
+    segmentor, refiner = _build_models(cfg, device, None, val_ds.num_classes)
+    opt = torch.optim.AdamW([p for p in refiner.denoiser.parameters() if p.requires_grad], lr=scaled_lr(cfg))
+    parts: dict[str, float] = defaultdict(float)
+    it = iter(loader)
+
+    def timed(name: str, fn, *args):
+        t0 = time.perf_counter()
+        out = fn(*args)
+        parts[name] += time.perf_counter() - t0
+        return out
+
+    def forward_and_loss(x_t, t, cond, mask):
+        pred = refiner.denoise(x_t, t, cond)
+        up = torch.nn.functional.interpolate(pred.float(), size=mask.shape[-2:], mode="bilinear")
+        rows = up.permute(0, 2, 3, 1).reshape(-1, up.shape[1])
+        return torch.nn.functional.cross_entropy(rows, mask.reshape(-1), ignore_index=255)
+
+    first = f"noise object '{noise_object}'" + (
+        " (a no-grad denoiser pass)" if noise_object == "first" else ""
+    )
+    for i in range(steps + 3):
+        if i == 3:  # warm-up done
+            parts.clear()
+        batch = timed("data (decode, augment, collate)", next, it)
+        gen = make_generator(iteration_seed(cfg.seed, i, stream=3), device)
+        image, mask = batch["image"], batch["mask"]
+        features, logits = timed("frozen segmentor forward (no grad)", refiner.base_outputs, image)
+        cond = refiner.make_condition(features, logits)
+        b, (h, w), T = image.shape[0], logits.shape[-2:], refiner.kernel.num_steps
+        t = torch.randint(1, T + 1, (b,), generator=gen)
+        x_T = refiner.kernel.prior_sample((b, h, w), generator=gen, device=device)
+        obj = timed(first, refiner._noise_object, noise_object, mask, logits, x_T, cond)
+        x_t = timed("forward noise q(x_t | x_0)", refiner.kernel.q_sample, obj, t, gen)
+        refiner.denoiser.train()
+        loss = timed("denoiser forward + loss", forward_and_loss, x_t, t, cond, mask)
+        opt.zero_grad(set_to_none=True)
+        timed("backward", loss.backward)
+        timed("optimiser step (AdamW)", opt.step)
+    whole = sum(parts.values())
+    print(
+        f"## Part 2: one {profile} refiner step, ADE20K layout, {cfg.segmentor.name}, UNet width "
+        f"{cfg.unet.width}, batch {cfg.data.batch_size}, crop {cfg.data.crop_size}, 1 thread, {steps} steps\n"
+    )
+    print("| part | ms / step | share |")
+    print("|---|---|---|")
+    for name, s in sorted(parts.items(), key=lambda kv: -kv[1]):
+        print(f"| {name} | {1000 * s / steps:.1f} | {s / whole:.0%} |")
+    print(f"| **whole step** | **{1000 * whole / steps:.1f}** | 100% |\n")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", default="cpu", choices=("smoke", "cpu"))
+    p.add_argument("--results", default="results", help="results store root of a finished sweep")
+    p.add_argument("--steps", type=int, default=30, help="timed refiner steps in part 2 (after 3 warm-up)")
+    p.add_argument("--noise-object", default="first", choices=("gt", "base", "first"))
+    p.add_argument("--skip-step", action="store_true", help="part 1 only")
+    args = p.parse_args()
+    study_breakdown(Path(args.results), args.profile)
+    if not args.skip_step:
+        step_anatomy(args.profile, args.steps, args.noise_object)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
