@@ -749,6 +749,26 @@ def train_base_segmentor(
                 },
             )
 
+    if cfg.train.eval_every > 0:
+        from diffseg import curves
+
+        loader = curves.subset_loader(cfg, val_ds, idist.get_rank(), idist.get_world_size())
+
+        def _base_point(_: int) -> tuple[int, dict[str, float]]:
+            seg.eval()  # the trainer's step puts it back in train mode
+            with torch.no_grad():
+                res = evaluate_models(None, seg, curves.eval_config(cfg, 0), loader, val_ds, device)
+            return 0, {"base": res["base"]["mIoU"]}
+
+        curves.attach(
+            trainer,
+            out_path.parent,
+            cfg.train.eval_every,
+            iters,
+            _base_point,
+            idist.get_rank() == 0,
+            curves.BASE_CURVE_FILE,
+        )
     attach_logging(trainer, out_path.parent, cfg, progress, "base")
     if start < iters:
         trainer.run(train_loader, max_epochs=1, epoch_length=iters)
@@ -909,6 +929,8 @@ def training(
                 _refiner_state(_Unwrapped(refiner), ema, opt, engine.state.iteration),
             )
 
+    if cfg.train.eval_every > 0:
+        _attach_refiner_curve(trainer, refiner, segmentor, ema, cfg, stages, run_dir, val_ds, device)
     trainer.add_event_handler(Events.ITERATION_COMPLETED(every=max(1, cfg.train.checkpoint_every)), _save)
     if stop_after is not None:
         trainer.add_event_handler(
@@ -945,6 +967,50 @@ def training(
     if idist.get_rank() == 0:
         atomic_write_text(metrics_path, json.dumps(results, indent=1))
     return results
+
+
+def _attach_refiner_curve(
+    trainer: Engine,
+    refiner: nn.Module,
+    segmentor: nn.Module,
+    ema: EMAHandler | None,
+    cfg: ExperimentConfig,
+    stages: Stages,
+    run_dir: Path,
+    val_ds: Dataset,
+    device: torch.device,
+) -> None:
+    """Learning curve of a refiner training (`diffseg.curves`): base, first-step and final-step mIoU."""
+    from diffseg import curves
+
+    loader = curves.subset_loader(cfg, val_ds, idist.get_rank(), idist.get_world_size())
+
+    def _point(it: int) -> tuple[int, dict[str, float]]:
+        stage = stages.stage_of(it - 1)
+        wrapped = refiner.denoiser
+        denoiser = _unwrap(wrapped)
+        refiner.denoiser = denoiser  # inference calls the bare module's methods; no gradient sync is needed
+        training_weights = None
+        if ema is not None and stage == 2:  # evaluate what the final evaluation will: the EMA weights
+            training_weights = {k: v.detach().clone() for k, v in denoiser.state_dict().items()}
+            denoiser.load_state_dict(ema.ema_model.state_dict())
+        try:
+            with torch.no_grad():
+                res = evaluate_models(
+                    refiner, segmentor, curves.eval_config(cfg, stage), loader, val_ds, device
+                )
+        finally:
+            if training_weights is not None:
+                denoiser.load_state_dict(training_weights)
+            refiner.denoiser = wrapped
+        refined = res["refined"]
+        return stage, {
+            "base": res["base"]["mIoU"],
+            "first_step": refined[0]["mIoU"],
+            "final_step": refined[-1]["mIoU"],
+        }
+
+    curves.attach(trainer, run_dir, cfg.train.eval_every, stages.total, _point, idist.get_rank() == 0)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

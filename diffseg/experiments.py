@@ -432,6 +432,7 @@ def _base_id(cfg: ExperimentConfig) -> str:
             "segmentor": to_dict(cfg.segmentor),
             "optim": to_dict(cfg.optim),
             "amp": cfg.train.amp,
+            "eval_every": cfg.train.eval_every,  # a base trained with a learning curve is another run
         },
         sort_keys=True,
     )
@@ -456,7 +457,8 @@ def _stage1_cfg(cfg: ExperimentConfig) -> ExperimentConfig:
         name="stage1",
         refiner=replace(cfg.refiner, noise_object=defaults.noise_object),
         train=replace(cfg.train, stage2_iterations=0, ema=False),
-        eval=type(cfg.eval)(),
+        # evaluation settings at their defaults but the batch: the stage-1 learning curve batches as the arm does
+        eval=type(cfg.eval)(batch_size=cfg.eval.batch_size),
     )
 
 
@@ -560,11 +562,78 @@ def run_or_load(
             | {k: v for k, v in labels.items() if k != "arm"}
             | {"arm": labels.get("arm", "")},
         )
+        _store_curves(cfg, run_dir, _runs_dir(results_dir, profile), store, profile, str(device))
         if arm.artifacts and rid == ids[0]:
             from diffseg.artifacts import make_artifacts
 
             store.save_artifacts(rid, make_artifacts(refiner, segmentor, ecfg, val_ds, device))
     return ids
+
+
+def _store_curves(
+    cfg: ExperimentConfig, run_dir: Path, runs: Path, store: ResultsStore, profile: str, device: str
+) -> None:
+    """Copy the learning curves of ``cfg``'s training (stage 1 + its own) and of its base into the store.
+
+    Rows: ``experiment`` "learning_curves", ``method`` "curve", ``test`` "curve", ``step`` the training
+    iteration, ``curve`` base | first_step | final_step, ``trained`` refiner | base, ``stage`` 0 (base) / 1 / 2.
+    """
+    from diffseg import curves
+
+    if cfg.train.eval_every <= 0:
+        return
+    common = {
+        "experiment": "learning_curves",
+        "dataset": cfg.data.dataset,
+        "segmentor": cfg.segmentor.name,
+        "profile": profile,
+        "device": device,
+        "git_commit": git_commit(),
+        "eval_every": cfg.train.eval_every,
+    }
+    refiner_dirs = ([runs / "stage1" / train_id(_stage1_cfg(cfg))] if _two_stage(cfg) else []) + [run_dir]
+    parts: list[tuple[str, str, list[tuple[Path, str]], dict[str, Any]]] = [
+        (
+            f"curve-{train_id(cfg)}",
+            "refiner",
+            [(d, curves.CURVE_FILE) for d in refiner_dirs],
+            {"seed": cfg.seed, "train_id": train_id(cfg)},
+        )
+    ]
+    if cfg.segmentor.weights is None and cfg.segmentor.train_iterations > 0:
+        base_file = (base_weights_path(cfg, runs).parent, curves.BASE_CURVE_FILE)
+        parts.append((f"curve-base-{_base_id(cfg)}", "base", [base_file], {"seed": cfg.segmentor.seed}))
+    for key, trained, files, extra in parts:
+        if store.has(key):
+            continue
+        frame = pd.concat([curves.read(d, name) for d, name in files], ignore_index=True)
+        if frame.empty:
+            continue
+        rows = [
+            {
+                "method": "curve",
+                "step": int(r.iteration),
+                "t": 0,
+                "test": "curve",
+                "metric": "mIoU",
+                "class_name": "",
+                "value": float(r.value),
+                "curve": str(r.curve),
+                "stage": int(r.stage),
+            }
+            for r in frame.drop_duplicates(["iteration", "curve"], keep="last").itertuples()
+        ]
+        store.write_rows(key, rows, {**common, **extra, "trained": trained})
+
+
+def _two_stage(cfg: ExperimentConfig) -> bool:
+    return cfg.train.stage1_iterations > 0 and cfg.train.stage2_iterations > 0
+
+
+def load_curves(profile: str = "cpu", results_dir: str | Path = "results") -> pd.DataFrame:
+    """Every learning-curve row of a profile (see `_store_curves`), joined to nothing; empty if none."""
+    df = load_results(profile, results_dir)
+    return df[df["experiment"] == "learning_curves"] if "experiment" in df.columns else df.iloc[:0]
 
 
 def _latency_rows(

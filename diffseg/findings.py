@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -55,6 +55,7 @@ class Finding:
     contrasts: tuple[Contrast, ...]
     verdict: str  # "supported" | "contradicted" | "mixed" | "not shown" | "not run"
     rule: str  # how the contrasts combine into the verdict, in words
+    convergence: str = ""  # whether the trainings it rests on have flattened (`convergence`)
 
 
 def contrast(
@@ -216,11 +217,38 @@ def inference_scheme(df: pd.DataFrame) -> Finding:
     )
 
 
-FINDINGS: tuple[Callable[[pd.DataFrame], Finding], ...] = (
-    main_results,
-    naive_integration,
-    noise_object_and_type,
-    inference_scheme,
+def convergence(df: pd.DataFrame, experiment: str) -> str:
+    """Whether the learning curves of ``experiment``'s arms have flattened (`diffseg.budget.still_improving`)."""
+    from diffseg import budget
+
+    if budget.arm_curves(df, experiment).empty:
+        return "unknown: no learning curves were recorded for these trainings."
+    moving = budget.still_improving(df, experiment)
+    if not moving:
+        return "yes: every arm's learning curve is flat at the end of training (see report 10)."
+    return f"no: still improving at the end of training: {', '.join(moving)} (see report 10)."
+
+
+_EXPERIMENT_OF = {
+    "main": "main_results",
+    "finding1": "naive_integration",
+    "finding2": "noise_object_and_type",
+    "finding3": "inference_scheme",
+}
+
+
+def _with_convergence(f: Callable[[pd.DataFrame], Finding]) -> Callable[[pd.DataFrame], Finding]:
+    def wrapped(df: pd.DataFrame) -> Finding:
+        finding = f(df)
+        conv = convergence(df, _EXPERIMENT_OF[finding.key]) if len(df) else "unknown: no results yet."
+        return replace(finding, convergence=conv)
+
+    wrapped.__doc__, wrapped.__name__ = f.__doc__, f.__name__
+    return wrapped
+
+
+FINDINGS: tuple[Callable[[pd.DataFrame], Finding], ...] = tuple(
+    _with_convergence(f) for f in (main_results, naive_integration, noise_object_and_type, inference_scheme)
 )
 
 

@@ -86,7 +86,8 @@ def notes(profile: str) -> str:
         f"dim_mults {a.unet.dim_mults}, T = {a.diffusion.num_steps}, {a.train.stage1_iterations} stage-1 + "
         f"{a.train.stage2_iterations} stage-2 iterations at batch {a.data.batch_size}, EMA momentum "
         f"{a.train.ema_momentum} every {a.train.ema_interval} iteration(s), {a.eval.num_evals} network evaluations "
-        f"at test time. Traded for time against the release: image size, iterations, widths, T and the number of "
+        f"at test time; a learning-curve point every {a.train.eval_every} iterations (report 10). Traded for time "
+        f"against the release: image size, iterations, widths, T and the number of "
         f"test scales ({len(a.eval.scales)}); the findings are tested at this scale only."
     )
 
@@ -177,7 +178,7 @@ def profile_config(
             unet=UNetConfig(width=PAPER_WIDTH.get(segmentor, 256)),
             refiner=RefinerConfig(),
             optim=OptimConfig(),
-            train=TrainConfig(),
+            train=TrainConfig(eval_every=16_000),  # 15 learning-curve points over 80k + 160k iterations
             eval=EvalConfig(num_evals=10, mode="whole"),
         )
     small = profile == "smoke"
@@ -200,6 +201,8 @@ def profile_config(
             ema_momentum=0.05,
             ema_interval=1,
             checkpoint_every=10 if small else 100,
+            # a learning-curve point (diffseg.curves) every eval_every iterations, base and refiner alike
+            eval_every=5 if small else 40,
             log_every=10 if small else 50,
             amp=False,
             channels_last=False,

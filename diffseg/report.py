@@ -29,6 +29,7 @@ TITLES = {
     "07_qualitative": "Qualitative results and denoising trajectories",
     "08_mask_prior": "What the mask prior learned",
     "09_performance": "Performance: cost and gain",
+    "10_learning_and_budget": "Learning curves and budget curves",
 }
 _VERDICT_COLOURS = {
     "supported": "#1a7f37",
@@ -87,6 +88,7 @@ def finding_html(finding: fd.Finding, thumbnail: str | None = None, link: bool =
         f"<p><b>Claim:</b> {html.escape(finding.claim)}</p>"
         f"<p><b>Verdict here:</b> {_verdict_html(finding.verdict)} ({html.escape(finding.rule)}; "
         "paired t test over seeds at the 5% level).</p>"
+        f"<p><b>Converged?</b> {html.escape(finding.convergence)}</p>"
         f"{table}</div>"
     )
 

@@ -1,0 +1,116 @@
+"""Learning curves (diffseg.curves) and budget curves (diffseg.budget): recording, resuming, reading, verdicts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from diffseg import budget, curves
+from diffseg.config import replace
+from diffseg.profiles import profile_config
+
+
+@pytest.mark.parametrize(
+    "every, total, start, out",
+    [
+        (5, 20, 0, [5, 10, 15, 20]),
+        (40, 100, 0, [40, 80, 100]),
+        (40, 240, 100, [120, 160, 200, 240]),
+        (0, 9, 0, []),
+    ],
+)
+def test_points(every, total, start, out):
+    assert curves.points(every, total, start) == out
+
+
+def test_record_replaces_a_point_and_keeps_the_others(tmp_path):
+    curves.record(tmp_path, 10, 1, {"first_step": 0.2, "final_step": 0.2})
+    curves.record(tmp_path, 5, 1, {"first_step": 0.1, "final_step": 0.1})
+    curves.record(tmp_path, 10, 1, {"first_step": 0.3, "final_step": 0.3})  # a resumed run measures it again
+    c = curves.read(tmp_path)
+    assert c["iteration"].tolist() == [5, 5, 10, 10]
+    assert c[c["iteration"] == 10]["value"].tolist() == [0.3, 0.3]
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / curves.CURVE_FILE).write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="not a learning curve"):
+        curves.read(tmp_path / "bad")
+    assert curves.read(tmp_path / "none").empty
+
+
+@pytest.mark.parametrize(
+    "values, flat", [([0.1, 0.2, 0.202], True), ([0.1, 0.2, 0.21], False), ([0.2], False)]
+)
+def test_plateau(values, flat):
+    assert curves.plateau(pd.Series(values)) is flat
+
+
+def test_recording_a_curve_does_not_change_the_training(tmp_path, monkeypatch):
+    """Same seed with and without a learning curve: identical final metrics; the curve has every point."""
+    from diffseg.engines import training
+
+    monkeypatch.setenv("DIFFSEG_DATA", str(tmp_path / "data"))
+    cfg = profile_config("smoke", "ade20k")
+    cfg = replace(cfg, train=replace(cfg.train, stage1_iterations=4, stage2_iterations=6, checkpoint_every=5))
+    cfg = replace(cfg, segmentor=replace(cfg.segmentor, train_iterations=6))
+    plain = training(replace(cfg, train=replace(cfg.train, eval_every=0)), tmp_path / "plain", progress=False)
+    traced = training(
+        replace(cfg, train=replace(cfg.train, eval_every=3)), tmp_path / "traced", progress=False
+    )
+    assert plain["refined"][-1]["mIoU"] == traced["refined"][-1]["mIoU"]
+    assert plain["base"]["mIoU"] == traced["base"]["mIoU"]
+    c = curves.read(tmp_path / "traced")
+    assert sorted(set(c["iteration"])) == [3, 6, 9, 10]
+    assert set(c[c["iteration"] == 3]["stage"]) == {1} and set(c[c["iteration"] == 9]["stage"]) == {2}
+    assert set(c["curve"]) == {"base", "first_step", "final_step"}
+    base = curves.read(
+        tmp_path / "traced", curves.BASE_CURVE_FILE
+    )  # the base's own curve, beside the refiner's
+    assert base["iteration"].tolist() == [3, 6] and set(base["curve"]) == {"base"}
+    assert json.loads((tmp_path / "traced" / "metrics.json").read_text())["config_hash"]
+
+
+def _curve_frame() -> pd.DataFrame:
+    """Two arms x three seeds x three iterations; arm 'first' gains 1 point per iteration over 'gt' from 0."""
+    rows = []
+    for arm, obj in (("first / uniform", "first"), ("gt / uniform", "gt")):
+        for seed in range(3):
+            tid = f"{obj}{seed}"
+            rows.append({"experiment": "noise_object_and_type", "method": "refined", "train_id": tid,
+                         "dataset": "ade20k", "segmentor": "s", "seed": seed, "arm": arm, "noise_object": obj,
+                         "kernel": "uniform", "value": 0.5, "step": 5, "metric": "mIoU"})  # fmt: skip
+            for k, it in enumerate((10, 20, 30)):
+                v = 0.30 + 0.01 * k * (obj == "first") + 0.001 * seed
+                for curve, val in (("final_step", v), ("base", 0.25)):
+                    rows.append({"experiment": "learning_curves", "trained": "refiner", "method": "curve",
+                                 "train_id": tid, "dataset": "ade20k", "segmentor": "s", "seed": seed,
+                                 "step": it, "stage": 2, "curve": curve, "value": val})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_budget_curve_of_a_paired_contrast_and_when_it_settles():
+    df = _curve_frame()
+    c = budget.arm_curves(df, "noise_object_and_type")
+    assert set(c["arm"]) == {"first / uniform", "gt / uniform"} and c["value"].max() == pytest.approx(32.2)
+    per_seed = budget.level_minus_level(c, "noise_object", "first", "gt", {"kernel": "uniform"})
+    b = budget.budget_curve(per_seed)
+    assert b["mean"].round(6).tolist() == [0.0, 1.0, 2.0] and b["n"].tolist() == [3, 3, 3]
+    assert b["half_width"].fillna(0).max() < 1e-9  # identical differences in every seed
+    assert budget.settles(b) == "ade20k / s: positive from iteration 20 on (+2.00 at iteration 30)"
+    table = budget.plateau_table(c, ["arm"])
+    assert dict(zip(table["arm"], table["status"])) == {
+        "first / uniform": "still improving",
+        "gt / uniform": "flat",
+    }
+    assert budget.still_improving(df, "noise_object_and_type") == ["ade20k / s / first / uniform"]
+    main = budget.refined_minus_base(c)
+    assert np.allclose(main[main["iteration"] == 10]["delta"], [5.0, 5.1, 5.2])
+
+
+def test_settles_says_when_a_contrast_has_not():
+    b = pd.DataFrame({"setting": ["x"] * 2, "iteration": [1, 2], "mean": [1.0, 0.1], "half_width": [0.5, 0.5],
+                      "n": [3, 3]})  # fmt: skip
+    assert "not settled" in budget.settles(b)
+    assert budget.settles(b.iloc[:0]) == "no curve points recorded"
