@@ -562,11 +562,12 @@ def run_or_load(
             | {k: v for k, v in labels.items() if k != "arm"}
             | {"arm": labels.get("arm", "")},
         )
-        _store_curves(cfg, run_dir, _runs_dir(results_dir, profile), store, profile, str(device))
         if arm.artifacts and rid == ids[0]:
             from diffseg.artifacts import make_artifacts
 
             store.save_artifacts(rid, make_artifacts(refiner, segmentor, ecfg, val_ds, device))
+    # once per training, not per evaluation: the curves belong to the training all of these rows share
+    _store_curves(cfg, run_dir, _runs_dir(results_dir, profile), store, profile, str(device))
     return ids
 
 
