@@ -8,7 +8,8 @@ rows (``eval_time_s`` per evaluation). Part 2 times the parts of one refiner tra
 (data, frozen segmentor, the no-grad first prediction of noise-on-first-prediction arms, denoiser forward,
 backward, optimiser) over ``--steps`` steps in this process, single-threaded as a sweep worker runs, with a
 randomly initialised base (the cost does not depend on the weights). Each part is also given as a share of the
-whole step, so the lever for a faster study can be read off the table.
+whole step, so the lever for a faster study can be read off the table. Part 3 times one learning-curve point
+the way the previous code computed it and the way it is computed now, in the same process.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 
 def _training_time(log: Path) -> tuple[float, int]:
-    """(seconds between the first and last logged iteration scaled to the whole run, iterations) of a log.csv."""
+    """(seconds this run trained, iterations it trained) from a log.csv: the time between its first and last
+    logged iteration scaled to the iterations it ran (a stage 2 starts at the end of the stage 1 it was
+    initialised from; those iterations were trained, and are counted, in the stage-1 run)."""
     rows = list(csv.DictReader(log.open()))
     its = [int(r["iteration"]) for r in rows]
     times = [float(r["time"]) for r in rows]
@@ -37,7 +40,8 @@ def _training_time(log: Path) -> tuple[float, int]:
     if len(its) < 2 or its[-1] <= its[0]:
         return 0.0, its[-1] if its else 0
     per_it = (times[-1] - times[0]) / (its[-1] - its[0])
-    return per_it * its[-1], its[-1]
+    trained = its[-1] - its[0] + min(its[0], its[1] - its[0])  # the first logged interval was trained too
+    return per_it * trained, trained
 
 
 def study_breakdown(results: Path, profile: str) -> None:
@@ -82,7 +86,7 @@ def study_breakdown(results: Path, profile: str) -> None:
     )
 
 
-def step_anatomy(profile: str, steps: int, noise_object: str) -> None:
+def step_anatomy(profile: str, steps: int, noise_object: str, batch_size: int | None = None) -> None:
     from diffseg.config import replace
     from diffseg.engines import _build_models, get_dataflow, iteration_seed, make_generator, scaled_lr
     from diffseg.profiles import profile_config
@@ -90,6 +94,8 @@ def step_anatomy(profile: str, steps: int, noise_object: str) -> None:
     torch.set_num_threads(1)  # as a sweep worker
     cfg = profile_config(profile, "ade20k")
     cfg = replace(cfg, refiner=replace(cfg.refiner, noise_object=noise_object))
+    if batch_size:
+        cfg = replace(cfg, data=replace(cfg.data, batch_size=batch_size))
     device = torch.device("cpu")
     loader, _, val_ds = get_dataflow(cfg, steps + 3)
     segmentor, refiner = _build_models(cfg, device, None, val_ds.num_classes)
@@ -142,17 +148,76 @@ def step_anatomy(profile: str, steps: int, noise_object: str) -> None:
     print(f"| **whole step** | **{1000 * whole / steps:.1f}** | 100% |\n")
 
 
+def _seconds_per_evaluation(models, cfg, loader, val_ds, steps: str, resize, repeats: int) -> float:
+    """Mean seconds of one `evaluate_models` pass (after a warm-up pass) with ``engines._resize`` = ``resize``."""
+    from diffseg import engines
+
+    segmentor, refiner = models
+    device = torch.device("cpu")
+    kept = engines._resize
+    engines._resize = resize
+    try:
+        engines.evaluate_models(refiner, segmentor, cfg, loader, val_ds, device, steps=steps)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            engines.evaluate_models(refiner, segmentor, cfg, loader, val_ds, device, steps=steps)
+        return (time.perf_counter() - t0) / repeats
+    finally:
+        engines._resize = kept
+
+
+def curve_point_cost(profile: str, repeats: int) -> None:
+    """Part 3: one learning-curve point as the previous code computed it and as it is computed now.
+
+    Before: every step of the sampler upsampled (to the padded size, then again to the mask's size even when the
+    two are equal) and scored. Now: only the first and final steps are scored, and an equal-size resize is
+    skipped (it is the identity). The last column is what also running the strict sampler at every point would
+    add (the budget curve of finding 3). Same process, same weights, same images.
+    """
+    import torch.nn.functional as F
+
+    from diffseg import curves, engines
+    from diffseg.config import replace
+    from diffseg.profiles import profile_config
+
+    def always(x, size):  # the previous resize: interpolate even at equal size
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+    torch.set_num_threads(1)
+    print(f"## Part 3: one learning-curve point ({curves.MAX_IMAGES} val images, {profile}, 1 thread)\n")
+    print("| dataset | before: all steps, every resize (s) | now: first + final step (s) | ratio | "
+          "+ strict sampler would add (s) |")  # fmt: skip
+    print("|---|---|---|---|---|")
+    for dataset in ("ade20k", "cityscapes"):
+        cfg = profile_config(profile, dataset)
+        _, _, val_ds = engines.get_dataflow(cfg, 1)
+        models = engines._build_models(cfg, torch.device("cpu"), None, val_ds.num_classes)
+        loader = curves.subset_loader(cfg, val_ds)
+        ecfg = curves.eval_config(cfg, 2)
+        strict = replace(ecfg, eval=replace(ecfg.eval, sampler="strict"))
+        before = _seconds_per_evaluation(models, ecfg, loader, val_ds, "all", always, repeats)
+        now = _seconds_per_evaluation(models, ecfg, loader, val_ds, "ends", engines._resize, repeats)
+        extra = _seconds_per_evaluation(models, strict, loader, val_ds, "last", engines._resize, repeats)
+        print(f"| {dataset} | {before:.2f} | {now:.2f} | {before / now:.2f}x | {extra:.2f} |")
+    print()
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="cpu", choices=("smoke", "cpu"))
     p.add_argument("--results", default="results", help="results store root of a finished sweep")
     p.add_argument("--steps", type=int, default=30, help="timed refiner steps in part 2 (after 3 warm-up)")
     p.add_argument("--noise-object", default="first", choices=("gt", "base", "first"))
+    p.add_argument(
+        "--batch", type=int, default=None, help="part 2 at this batch size (default: the profile's)"
+    )
     p.add_argument("--skip-step", action="store_true", help="part 1 only")
+    p.add_argument("--repeats", type=int, default=2, help="timed repeats of each evaluation in part 3")
     args = p.parse_args()
     study_breakdown(Path(args.results), args.profile)
     if not args.skip_step:
-        step_anatomy(args.profile, args.steps, args.noise_object)
+        step_anatomy(args.profile, args.steps, args.noise_object, args.batch)
+        curve_point_cost(args.profile, args.repeats)
     return 0
 
 

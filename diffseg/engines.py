@@ -413,17 +413,40 @@ def _windows(
     return out
 
 
+STEP_SELECTIONS = ("all", "last", "ends")
+
+
+def _select_steps(steps: list[Any], which: str) -> list[Any]:
+    """The collected steps an evaluation keeps: every one, the final one, or the first and the final one."""
+    if which == "all" or len(steps) <= 1:
+        return steps
+    if which == "last":
+        return steps[-1:]
+    if which == "ends":
+        return [steps[0], steps[-1]]
+    raise ValueError(f"steps must be one of {', '.join(STEP_SELECTIONS)}, got '{which}'")
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """Bilinear resize (align_corners=False) that skips the identity: at equal size it returns ``x`` itself,
+    which is what the interpolation computes there (source index = destination index), without the cost."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
 def _forward_full(
     refiner: nn.Module | None,
     segmentor: nn.Module,
     image: torch.Tensor,
     cfg: ExperimentConfig,
     generator: torch.Generator | None,
-    last_only: bool,
+    which: str = "all",
 ) -> tuple[torch.Tensor, list[tuple[int, torch.Tensor]]]:
     """Base logits and refined logits per collected step, at the image's resolution.
 
-    image: (B,3,H,W) float. Returns base (B,K,H,W) and [(t, (B,K,H,W))]. Whole-image or sliding-window.
+    image: (B,3,H,W) float. Returns base (B,K,H,W) and [(t, (B,K,H,W))] for the steps ``which`` selects
+    (`_select_steps`; only those are upsampled). Whole-image or sliding-window.
     """
     ev = cfg.eval
     h, w = image.shape[-2:]
@@ -444,12 +467,10 @@ def _forward_full(
                 generator=generator,
                 guidance=ev.guidance,
             )
-            if last_only:
-                steps = steps[-1:]
+            steps = _select_steps(steps, which)
 
         def up(x: torch.Tensor) -> torch.Tensor:
-            x = F.interpolate(x.float(), size=padded.shape[-2:], mode="bilinear", align_corners=False)
-            return x[..., :ch, :cw]
+            return _resize(x.float(), padded.shape[-2:])[..., :ch, :cw]
 
         return up(base_logits), [(t, up(lg)) for t, lg in steps]
 
@@ -487,8 +508,11 @@ def predict(
     cfg: ExperimentConfig,
     generator: torch.Generator | None = None,
     multi_scale: bool = False,
+    steps: str = "all",
 ) -> tuple[torch.Tensor, list[tuple[int, torch.Tensor]]]:
     """Predictions of base and refiner for a test batch, at the masks' (original) resolution.
+
+    ``steps`` selects the collected steps returned (`STEP_SELECTIONS`; multi-scale always keeps the last only).
 
     batch: image (B,3,Hp,Wp) padded test image, valid_hw (B,2) its unpadded size, mask (B,H0,W0).
     Returns base scores (B,K,H0,W0) and [(t, scores (B,K,H0,W0))] for every collected step (single-scale: logits;
@@ -506,7 +530,7 @@ def predict(
     flips = (False, True) if (multi_scale and cfg.eval.flip) else (False,)
 
     def to_out(x: torch.Tensor, flipped: bool) -> torch.Tensor:
-        x = F.interpolate(x, size=out_hw, mode="bilinear", align_corners=False)
+        x = _resize(x, out_hw)
         return x.flip(-1) if flipped else x
 
     base_acc: torch.Tensor | None = None
@@ -517,14 +541,16 @@ def predict(
         )
         for flipped in flips:
             inp = scaled.flip(-1) if flipped else scaled
-            base, steps = _forward_full(refiner, segmentor, inp, cfg, generator, last_only=multi_scale)
+            base, collected = _forward_full(
+                refiner, segmentor, inp, cfg, generator, which="last" if multi_scale else steps
+            )
             if not multi_scale:
-                return to_out(base, False), [(t, to_out(lg, False)) for t, lg in steps]
+                return to_out(base, False), [(t, to_out(lg, False)) for t, lg in collected]
             b = to_out(base, flipped).softmax(1)
             base_acc = b if base_acc is None else base_acc + b
             if not step_acc:
-                step_acc = [[t, torch.zeros_like(b)] for t, _ in steps]
-            for acc, (_, lg) in zip(step_acc, steps):
+                step_acc = [[t, torch.zeros_like(b)] for t, _ in collected]
+            for acc, (_, lg) in zip(step_acc, collected):
                 acc[1] += to_out(lg, flipped).softmax(1)
     n = len(scales) * len(flips)
     assert base_acc is not None
@@ -540,24 +566,26 @@ def create_evaluator(
     device: torch.device,
     multi_scale: bool = False,
     seed: int = 0,
+    steps: str = "all",
 ) -> Engine:
     """One pass over a split gives mIoU / mAcc / aAcc / mBIoU of the base and of the refiner at every step.
 
     After ``run``, ``engine.state.results`` = {"base": metrics, "refined": [metrics per step], "t": [t per step]},
-    all-reduced across processes.
+    all-reduced across processes. ``steps`` ("all", "last", "ends": first and last) selects the steps measured;
+    the sampler runs whole either way, so the kept steps' numbers do not depend on it.
     """
     metrics: dict[str, Any] = {"base": SegMetrics(num_classes, ignore_index), "steps": [], "t": []}
 
     def step(engine: Engine, batch: dict[str, Any]) -> None:
         batch = _to_device(batch, device)
         gen = make_generator(iteration_seed(seed, engine.state.iteration, stream=5), device)
-        base, steps = predict(refiner, segmentor, batch, cfg, gen, multi_scale)
+        base, collected = predict(refiner, segmentor, batch, cfg, gen, multi_scale, steps)
         target = batch["mask"]
         metrics["base"].update(base.argmax(1), target)
         if not metrics["steps"]:
-            metrics["steps"] = [SegMetrics(num_classes, ignore_index) for _ in steps]
-            metrics["t"] = [int(t) for t, _ in steps]
-        for m, (_, lg) in zip(metrics["steps"], steps):
+            metrics["steps"] = [SegMetrics(num_classes, ignore_index) for _ in collected]
+            metrics["t"] = [int(t) for t, _ in collected]
+        for m, (_, lg) in zip(metrics["steps"], collected):
             m.update(lg.argmax(1), target)
 
     engine = Engine(step)
@@ -994,11 +1022,10 @@ def _attach_refiner_curve(
         if ema is not None and stage == 2:  # evaluate what the final evaluation will: the EMA weights
             training_weights = {k: v.detach().clone() for k, v in denoiser.state_dict().items()}
             denoiser.load_state_dict(ema.ema_model.state_dict())
+        ecfg = curves.eval_config(cfg, stage)
         try:
-            with torch.no_grad():
-                res = evaluate_models(
-                    refiner, segmentor, curves.eval_config(cfg, stage), loader, val_ds, device
-                )
+            with torch.no_grad():  # only the two steps a point records are upsampled and scored
+                res = evaluate_models(refiner, segmentor, ecfg, loader, val_ds, device, steps="ends")
         finally:
             if training_weights is not None:
                 denoiser.load_state_dict(training_weights)
@@ -1037,6 +1064,7 @@ def evaluate_models(
     val_ds: Dataset,
     device: torch.device,
     multi_scale: bool | None = None,
+    steps: str = "all",
 ) -> dict[str, Any]:
     """Run the evaluator over ``val_loader`` and return {"base":..., "refined": [...], "t": [...]}."""
     ms = cfg.eval.multi_scale if multi_scale is None else multi_scale
@@ -1049,6 +1077,7 @@ def evaluate_models(
         device,
         multi_scale=ms,
         seed=cfg.seed,
+        steps=steps,
     )
     if refiner is not None:
         refiner.eval()

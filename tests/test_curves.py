@@ -114,3 +114,42 @@ def test_settles_says_when_a_contrast_has_not():
                       "n": [3, 3]})  # fmt: skip
     assert "not settled" in budget.settles(b)
     assert budget.settles(b.iloc[:0]) == "no curve points recorded"
+
+
+def test_a_curve_evaluation_keeps_the_first_and_final_step_of_a_full_one(tmp_path, monkeypatch):
+    """steps="ends" / "last" score only some steps; the sampler runs whole, so their numbers are the full ones'."""
+    import torch
+
+    from diffseg.engines import _build_models, evaluate_models, get_dataflow
+
+    monkeypatch.setenv("DIFFSEG_DATA", str(tmp_path / "data"))
+    cfg = profile_config("smoke", "ade20k")
+    _, val_loader, val_ds = get_dataflow(cfg, 1)
+    segmentor, refiner = _build_models(cfg, torch.device("cpu"), None, val_ds.num_classes)
+    full = evaluate_models(refiner, segmentor, cfg, val_loader, val_ds, torch.device("cpu"))
+    ends = evaluate_models(refiner, segmentor, cfg, val_loader, val_ds, torch.device("cpu"), steps="ends")
+    last = evaluate_models(refiner, segmentor, cfg, val_loader, val_ds, torch.device("cpu"), steps="last")
+    assert len(full["refined"]) == cfg.eval.num_evals and len(ends["refined"]) == 2
+    assert ends["t"] == [full["t"][0], full["t"][-1]] and last["t"] == full["t"][-1:]
+    same = np.testing.assert_equal  # dicts of floats and per-class lists; NaN (absent class) equals NaN
+    same(ends["refined"][0], full["refined"][0])
+    same(ends["refined"][1], full["refined"][-1])
+    same(last["refined"][0], full["refined"][-1])
+    same(ends["base"], full["base"])
+    assert full["refined"][0]["mIoU"] != full["refined"][-1]["mIoU"]  # the two kept steps are distinct
+    with pytest.raises(ValueError, match="steps must be one of"):
+        evaluate_models(refiner, segmentor, cfg, val_loader, val_ds, torch.device("cpu"), steps="some")
+
+
+def test_an_equal_size_resize_is_the_identity_it_skips():
+    import torch
+    import torch.nn.functional as F
+
+    from diffseg.engines import _resize
+
+    x = torch.randn(2, 5, 12, 20)
+    same = F.interpolate(x, size=(12, 20), mode="bilinear", align_corners=False)
+    assert torch.equal(same, x) and _resize(x, (12, 20)) is x
+    assert torch.equal(
+        _resize(x, (24, 40)), F.interpolate(x, size=(24, 40), mode="bilinear", align_corners=False)
+    )
