@@ -88,7 +88,7 @@ def study_breakdown(results: Path, profile: str) -> None:
 
 def step_anatomy(profile: str, steps: int, noise_object: str, batch_size: int | None = None) -> None:
     from diffseg.config import replace
-    from diffseg.engines import _build_models, get_dataflow, iteration_seed, make_generator, scaled_lr
+    from diffseg.engines import build_models, get_dataflow, iteration_seed, make_generator, scaled_lr
     from diffseg.profiles import profile_config
 
     torch.set_num_threads(1)  # as a sweep worker
@@ -98,7 +98,7 @@ def step_anatomy(profile: str, steps: int, noise_object: str, batch_size: int | 
         cfg = replace(cfg, data=replace(cfg.data, batch_size=batch_size))
     device = torch.device("cpu")
     loader, _, val_ds = get_dataflow(cfg, steps + 3)
-    segmentor, refiner = _build_models(cfg, device, None, val_ds.num_classes)
+    segmentor, refiner = build_models(cfg, device, None, val_ds.num_classes)
     opt = torch.optim.AdamW([p for p in refiner.denoiser.parameters() if p.requires_grad], lr=scaled_lr(cfg))
     parts: dict[str, float] = defaultdict(float)
     it = iter(loader)
@@ -149,21 +149,21 @@ def step_anatomy(profile: str, steps: int, noise_object: str, batch_size: int | 
 
 
 def _seconds_per_evaluation(models, cfg, loader, val_ds, steps: str, resize, repeats: int) -> float:
-    """Mean seconds of one `evaluate_models` pass (after a warm-up pass) with ``engines._resize`` = ``resize``."""
-    from diffseg import engines
+    """Mean seconds of one `evaluate_models` pass (after a warm-up pass) with the evaluation's resize = ``resize``."""
+    from diffseg.engines import evaluation
 
     segmentor, refiner = models
     device = torch.device("cpu")
-    kept = engines._resize
-    engines._resize = resize
+    kept = evaluation._resize
+    evaluation._resize = resize
     try:
-        engines.evaluate_models(refiner, segmentor, cfg, loader, val_ds, device, steps=steps)
+        evaluation.evaluate_models(refiner, segmentor, cfg, loader, val_ds, device, steps=steps)
         t0 = time.perf_counter()
         for _ in range(repeats):
-            engines.evaluate_models(refiner, segmentor, cfg, loader, val_ds, device, steps=steps)
+            evaluation.evaluate_models(refiner, segmentor, cfg, loader, val_ds, device, steps=steps)
         return (time.perf_counter() - t0) / repeats
     finally:
-        engines._resize = kept
+        evaluation._resize = kept
 
 
 def curve_point_cost(profile: str, repeats: int) -> None:
@@ -178,6 +178,7 @@ def curve_point_cost(profile: str, repeats: int) -> None:
 
     from diffseg import curves, engines
     from diffseg.config import replace
+    from diffseg.engines.evaluation import _resize
     from diffseg.profiles import profile_config
 
     def always(x, size):  # the previous resize: interpolate even at equal size
@@ -191,13 +192,13 @@ def curve_point_cost(profile: str, repeats: int) -> None:
     for dataset in ("ade20k", "cityscapes"):
         cfg = profile_config(profile, dataset)
         _, _, val_ds = engines.get_dataflow(cfg, 1)
-        models = engines._build_models(cfg, torch.device("cpu"), None, val_ds.num_classes)
+        models = engines.build_models(cfg, torch.device("cpu"), None, val_ds.num_classes)
         loader = curves.subset_loader(cfg, val_ds)
         ecfg = curves.eval_config(cfg, 2)
         strict = replace(ecfg, eval=replace(ecfg.eval, sampler="strict"))
         before = _seconds_per_evaluation(models, ecfg, loader, val_ds, "all", always, repeats)
-        now = _seconds_per_evaluation(models, ecfg, loader, val_ds, "ends", engines._resize, repeats)
-        extra = _seconds_per_evaluation(models, strict, loader, val_ds, "last", engines._resize, repeats)
+        now = _seconds_per_evaluation(models, ecfg, loader, val_ds, "ends", _resize, repeats)
+        extra = _seconds_per_evaluation(models, strict, loader, val_ds, "last", _resize, repeats)
         print(f"| {dataset} | {before:.2f} | {now:.2f} | {before / now:.2f}x | {extra:.2f} |")
     print()
 

@@ -120,12 +120,12 @@ def test_a_curve_evaluation_keeps_the_first_and_final_step_of_a_full_one(tmp_pat
     """steps="ends" / "last" score only some steps; the sampler runs whole, so their numbers are the full ones'."""
     import torch
 
-    from diffseg.engines import _build_models, evaluate_models, get_dataflow
+    from diffseg.engines import build_models, evaluate_models, get_dataflow
 
     monkeypatch.setenv("DIFFSEG_DATA", str(tmp_path / "data"))
     cfg = profile_config("smoke", "ade20k")
     _, val_loader, val_ds = get_dataflow(cfg, 1)
-    segmentor, refiner = _build_models(cfg, torch.device("cpu"), None, val_ds.num_classes)
+    segmentor, refiner = build_models(cfg, torch.device("cpu"), None, val_ds.num_classes)
     full = evaluate_models(refiner, segmentor, cfg, val_loader, val_ds, torch.device("cpu"))
     ends = evaluate_models(refiner, segmentor, cfg, val_loader, val_ds, torch.device("cpu"), steps="ends")
     last = evaluate_models(refiner, segmentor, cfg, val_loader, val_ds, torch.device("cpu"), steps="last")
@@ -145,7 +145,7 @@ def test_an_equal_size_resize_is_the_identity_it_skips():
     import torch
     import torch.nn.functional as F
 
-    from diffseg.engines import _resize
+    from diffseg.engines.evaluation import _resize
 
     x = torch.randn(2, 5, 12, 20)
     same = F.interpolate(x, size=(12, 20), mode="bilinear", align_corners=False)

@@ -1,0 +1,57 @@
+"""Run folders: the resolved config a run is bound to, and the base segmentor's weights linked into it."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import ignite.distributed as idist
+
+from diffseg.config import ExperimentConfig, config_hash, load_config, save_config, to_dict
+
+
+def _resolved_run_dir(run_dir: str | Path, cfg: ExperimentConfig, allow_config_change: bool) -> Path:
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    if cfg_path.exists():
+        old = load_config(cfg_path)
+        if config_hash(old) != config_hash(cfg):
+            changed = _diff_keys(to_dict(old), to_dict(cfg))
+            if not allow_config_change:
+                raise ValueError(
+                    f"{run_dir} holds a run with a different config (changed: {', '.join(changed)}); "
+                    "use a new run folder, or pass --allow-config-change to continue it with the new config"
+                )
+            warnings.warn(f"continuing {run_dir} with a changed config: {', '.join(changed)}", stacklevel=2)
+    if idist.get_rank() == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, cfg_path)
+    return run_dir
+
+
+def _diff_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+            out += _diff_keys(a[k], b[k], prefix + k + ".")
+        elif a.get(k) != b.get(k):
+            out.append(f"{prefix}{k}: {a.get(k)!r} -> {b.get(k)!r}")
+    return out
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    if dst.exists():
+        return
+    if not src.exists():
+        raise FileNotFoundError(f"base segmentor weights {src} do not exist")
+    tmp = dst.with_name(dst.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)

@@ -1,0 +1,283 @@
+"""A refiner run: stage 1 and 2 (or one stage), resumable, with its learning curve; ``run`` under
+``idist.Parallel``; loading a finished run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import ignite.distributed as idist
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import EMAHandler
+from torch import nn
+from torch.utils.data import Dataset
+
+from diffseg.config import ExperimentConfig, config_hash, load_config
+from diffseg.engines.base_training import train_base_segmentor
+from diffseg.engines.checkpoints import (
+    _checkpoint_files,
+    _refiner_state,
+    check_signature,
+    load_latest_checkpoint,
+    save_checkpoint,
+)
+from diffseg.engines.common import (
+    NanLossError,
+    _unwrap,
+    _Unwrapped,
+    atomic_write_text,
+    iteration_seed,
+    resolve_device,
+)
+from diffseg.engines.dataflow import get_dataflow
+from diffseg.engines.evaluation import evaluate_models
+from diffseg.engines.run_folder import _link_or_copy, _resolved_run_dir
+from diffseg.engines.run_log import attach_logging
+from diffseg.engines.schedule import Stages, build_optimizer, scaled_lr
+from diffseg.engines.trainers import create_refiner_trainer, resume_at
+
+log = logging.getLogger("diffseg")
+
+
+def _stage1_state(stage1_dir: Path, stages: Stages) -> tuple[dict[str, Any], Path]:
+    state, path = load_latest_checkpoint(stage1_dir / "checkpoints")
+    if state is None or int(state["iteration"]) != stages.stage1:
+        got = None if state is None else state["iteration"]
+        raise ValueError(
+            f"{stage1_dir} holds no finished stage 1 of {stages.stage1} iterations (found {got})"
+        )
+    state = dict(state)
+    state["ema"] = None
+    return state, path
+
+
+def build_models(cfg: ExperimentConfig, device: torch.device, base_weights: str | None, num_classes: int):
+    from diffseg.models import build_refiner
+    from diffseg.segmentors import build_segmentor
+
+    segmentor = build_segmentor(cfg.segmentor.name, num_classes, weights=base_weights, frozen=True).to(device)
+    torch.manual_seed(iteration_seed(cfg.seed, 0, stream=11))  # the denoiser's (and frozen embedding's) init
+    refiner = build_refiner(cfg, segmentor).to(device)
+    return segmentor, refiner
+
+
+def training(
+    cfg: ExperimentConfig,
+    run_dir: str | Path,
+    progress: bool = True,
+    allow_config_change: bool = False,
+    evaluate_at_end: bool = True,
+    stop_after: int | None = None,
+    base_weights: str | None = None,
+    init_from: str | Path | None = None,
+) -> dict[str, Any]:
+    """Train base segmentor (if the config asks for it) and refiner, then evaluate on val. Resumes automatically.
+
+    Returns the metrics dict also written to ``run_dir/metrics.json``. ``stop_after`` ends training after that many
+    refiner iterations without evaluating (used by tests to simulate an interruption). ``base_weights`` hands in an
+    already trained base segmentor for this config (the study shares one per dataset, segmentor and seed); it is
+    linked into the run folder so the run stays self-contained. ``init_from``: the run folder of a finished
+    stage-1-only training of the same config (``train.stage2_iterations=0``); a fresh run starts its stage 2 from
+    there. Stage 1 depends on neither the noise object nor EMA, and every draw is a function of (seed, iteration),
+    so this gives exactly the weights an unshared run would have: ablation arms share one stage 1, as the release's
+    stage-2 trainings all start from one stage-1 checkpoint.
+    """
+    run_dir = _resolved_run_dir(run_dir, cfg, allow_config_change)
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.exists():
+        log.info("%s is complete; returning its metrics", run_dir)
+        return json.loads(metrics_path.read_text())
+    device = resolve_device(cfg.device)
+    t0 = time.time()
+
+    if base_weights is not None:
+        _link_or_copy(Path(base_weights), run_dir / "base.safetensors")
+    base_weights = cfg.segmentor.weights
+    if base_weights is None and cfg.segmentor.train_iterations > 0:
+        base_weights = str(train_base_segmentor(cfg, run_dir / "base.safetensors", progress, device))
+
+    stages = Stages(cfg.train.stage1_iterations, cfg.train.stage2_iterations)
+    ckpt_dir = run_dir / "checkpoints"
+    state, state_path = load_latest_checkpoint(ckpt_dir) if ckpt_dir.exists() else (None, None)
+    if state is None and init_from is not None:
+        state, state_path = _stage1_state(Path(init_from), stages)
+    start = int(state["iteration"]) if state else 0
+    train_loader, val_loader, val_ds = get_dataflow(cfg, stages.total, start_iter=start)
+    segmentor, refiner = build_models(cfg, device, base_weights, val_ds.num_classes)
+    lr = scaled_lr(cfg)
+    opt = build_optimizer([p for p in refiner.denoiser.parameters() if p.requires_grad], cfg, lr)
+    ema = (
+        EMAHandler(refiner.denoiser, momentum=cfg.train.ema_momentum)
+        if cfg.train.ema and stages.stage2
+        else None
+    )
+    if state:
+        check_signature(state.get("model_signature"), refiner, state_path)
+        refiner.denoiser.load_state_dict(state["denoiser"])
+        opt.load_state_dict(state["optimizer"])
+        if ema is not None:
+            # A stage-1 state has no EMA yet: EMA starts from the stage-1 weights, as in an unshared run.
+            ema.ema_model.load_state_dict(state["ema"] if state.get("ema") is not None else state["denoiser"])
+    if idist.get_world_size() > 1:
+        refiner.denoiser = idist.auto_model(refiner.denoiser)
+
+    trainer = create_refiner_trainer(refiner, opt, cfg, device, lr, stages)
+    resume_at(trainer, start, stages.total)
+    if ema is not None:
+        s1, every = stages.stage1, max(1, cfg.train.ema_interval)
+
+        @trainer.on(Events.ITERATION_COMPLETED(event_filter=lambda _, i: i == s1))
+        def _start_ema(_: Engine) -> None:  # EMA tracks stage 2 only: restart it from the stage-1 weights
+            ema.ema_model.load_state_dict(_unwrap(refiner.denoiser).state_dict())
+
+        ema.attach(
+            trainer,
+            name="ema_momentum",
+            event=Events.ITERATION_COMPLETED(event_filter=lambda _, i: i > s1 and (i - s1) % every == 0),
+        )
+
+    def _save(engine: Engine) -> None:
+        if idist.get_rank() == 0:
+            save_checkpoint(
+                ckpt_dir,
+                engine.state.iteration,
+                _refiner_state(_Unwrapped(refiner), ema, opt, engine.state.iteration),
+            )
+
+    if cfg.train.eval_every > 0:
+        _attach_refiner_curve(trainer, refiner, segmentor, ema, cfg, stages, run_dir, val_ds, device)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(every=max(1, cfg.train.checkpoint_every)), _save)
+    if stop_after is not None:
+        trainer.add_event_handler(
+            Events.ITERATION_COMPLETED(event_filter=lambda _, i: i == stop_after), lambda e: e.terminate()
+        )
+    attach_logging(trainer, run_dir, cfg, progress, "refiner")
+    if start < stages.total:
+        try:
+            trainer.run(train_loader, max_epochs=1, epoch_length=stages.total)
+        except NanLossError as e:
+            last = _checkpoint_files(ckpt_dir)
+            raise NanLossError(
+                f"{e}; training stopped. The last good checkpoint is {last[0] if last else 'none'} "
+                f"(lower optim.lr or set optim.grad_clip)"
+            ) from None
+        if stop_after is not None and trainer.state.iteration < stages.total:
+            _save(trainer)
+            return {"interrupted_at": trainer.state.iteration}
+        _save(trainer)
+    train_time = time.time() - t0
+
+    if ema is not None:
+        _unwrap(refiner.denoiser).load_state_dict(ema.ema_model.state_dict())
+    refiner.denoiser = _unwrap(refiner.denoiser)
+    results: dict[str, Any] = {
+        "train_time_s": round(train_time, 2),
+        "params_base": sum(p.numel() for p in segmentor.parameters()),
+        "params_refiner": sum(p.numel() for p in refiner.denoiser.parameters()),
+    }
+    if evaluate_at_end:
+        results.update(evaluate_models(refiner, segmentor, cfg, val_loader, val_ds, device))
+    results["wall_time_s"] = round(time.time() - t0, 2)
+    results["config_hash"] = config_hash(cfg)
+    if idist.get_rank() == 0:
+        atomic_write_text(metrics_path, json.dumps(results, indent=1))
+    return results
+
+
+def _attach_refiner_curve(
+    trainer: Engine,
+    refiner: nn.Module,
+    segmentor: nn.Module,
+    ema: EMAHandler | None,
+    cfg: ExperimentConfig,
+    stages: Stages,
+    run_dir: Path,
+    val_ds: Dataset,
+    device: torch.device,
+) -> None:
+    """Learning curve of a refiner training (`diffseg.curves`): base, first-step and final-step mIoU."""
+    from diffseg import curves
+
+    loader = curves.subset_loader(cfg, val_ds, idist.get_rank(), idist.get_world_size())
+
+    def _point(it: int) -> tuple[int, dict[str, float]]:
+        stage = stages.stage_of(it - 1)
+        wrapped = refiner.denoiser
+        denoiser = _unwrap(wrapped)
+        refiner.denoiser = denoiser  # inference calls the bare module's methods; no gradient sync is needed
+        training_weights = None
+        if ema is not None and stage == 2:  # evaluate what the final evaluation will: the EMA weights
+            training_weights = {k: v.detach().clone() for k, v in denoiser.state_dict().items()}
+            denoiser.load_state_dict(ema.ema_model.state_dict())
+        ecfg = curves.eval_config(cfg, stage)
+        try:
+            with torch.no_grad():  # only the two steps a point records are upsampled and scored
+                res = evaluate_models(refiner, segmentor, ecfg, loader, val_ds, device, steps="ends")
+        finally:
+            if training_weights is not None:
+                denoiser.load_state_dict(training_weights)
+            refiner.denoiser = wrapped
+        refined = res["refined"]
+        return stage, {
+            "base": res["base"]["mIoU"],
+            "first_step": refined[0]["mIoU"],
+            "final_step": refined[-1]["mIoU"],
+        }
+
+    curves.attach(trainer, run_dir, cfg.train.eval_every, stages.total, _point, idist.get_rank() == 0)
+
+
+def _parallel_worker(local_rank: int, cfg: ExperimentConfig, run_dir: str, kwargs: dict[str, Any]) -> None:
+    training(cfg, run_dir, **kwargs)
+
+
+def run(
+    cfg: ExperimentConfig,
+    run_dir: str | Path,
+    nproc_per_node: int | None = None,
+    backend: str | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """``training`` under ``idist.Parallel``: in this process, in N spawned processes, or under torchrun.
+
+    With ``nproc_per_node`` (or a ``backend``), N processes are spawned here; under ``torchrun`` the environment
+    already describes the group and ``idist.Parallel`` joins it. Returns rank 0's metrics (``metrics.json``).
+    """
+    launched = "WORLD_SIZE" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if nproc_per_node is None and backend is None and not launched:
+        return training(cfg, run_dir, **kwargs)
+    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    with idist.Parallel(backend=backend, nproc_per_node=None if launched else nproc_per_node) as parallel:
+        parallel.run(_parallel_worker, cfg, str(run_dir), kwargs)
+    metrics = Path(run_dir) / "metrics.json"
+    return json.loads(metrics.read_text()) if metrics.exists() else {}
+
+
+def load_refiner_from_run(
+    run_dir: str | Path, device: torch.device | str = "cpu"
+) -> tuple[ExperimentConfig, nn.Module, nn.Module]:
+    """Config, refiner (EMA weights when the run used EMA) and segmentor of a finished or interrupted run."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise FileNotFoundError(f"{run_dir} is not a diffseg run folder (no config.yaml); train one first")
+    cfg = load_config(run_dir / "config.yaml")
+    device = torch.device(device)
+    state, path = load_latest_checkpoint(run_dir / "checkpoints")
+    if state is None:
+        raise FileNotFoundError(f"{run_dir / 'checkpoints'} holds no readable checkpoint")
+    base_weights = cfg.segmentor.weights
+    if base_weights is None and (run_dir / "base.safetensors").exists():
+        base_weights = str(run_dir / "base.safetensors")
+    from diffseg.data import build_dataset
+
+    num_classes = build_dataset(cfg.data, "val", train=False).num_classes
+    segmentor, refiner = build_models(cfg, device, base_weights, num_classes)
+    check_signature(state.get("model_signature"), refiner, path)
+    refiner.denoiser.load_state_dict(state["ema"] if state.get("ema") is not None else state["denoiser"])
+    refiner.eval()
+    return cfg, refiner, segmentor

@@ -1,0 +1,67 @@
+"""Optimisation: the learning rate scaled to the effective batch, its per-stage step schedule, AdamW, and
+the iteration layout of the two refiner stages."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import ignite.distributed as idist
+import torch
+from torch import nn
+
+from diffseg.config import ExperimentConfig
+
+log = logging.getLogger("diffseg")
+
+
+def scaled_lr(cfg: ExperimentConfig) -> float:
+    """The learning rate scaled linearly with the effective batch (per-process batch x processes)."""
+    effective = cfg.data.batch_size * idist.get_world_size()
+    lr = cfg.optim.lr * effective / cfg.optim.reference_batch
+    if effective != cfg.optim.reference_batch and idist.get_rank() == 0:
+        log.info(
+            "effective batch %d differs from optim.reference_batch %d: lr scaled %.3g -> %.3g",
+            effective,
+            cfg.optim.reference_batch,
+            cfg.optim.lr,
+            lr,
+        )
+    return lr
+
+
+def stage_lr_factor(
+    it: int, stage_start: int, stage_len: int, warmup: int, decay_at: tuple[float, ...], gamma: float
+) -> float:
+    """Linear warmup over ``warmup`` iterations, then x gamma at each fraction of the stage in ``decay_at``."""
+    local = it - stage_start
+    warm = min(1.0, (local + 1) / max(1, warmup)) if warmup > 0 else 1.0
+    decays = sum(1 for f in decay_at if local >= int(f * stage_len))
+    return warm * gamma**decays
+
+
+def build_optimizer(params: list[nn.Parameter], cfg: ExperimentConfig, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+@dataclass
+class Stages:
+    """Iteration layout of refiner training: [0, s1) stage 1 (single step), [s1, s1 + s2) stage 2 (multi step)."""
+
+    stage1: int
+    stage2: int
+
+    @property
+    def total(self) -> int:
+        return self.stage1 + self.stage2
+
+    def stage_of(self, it: int) -> int:
+        return 1 if it < self.stage1 else 2
+
+    def bounds(self, it: int) -> tuple[int, int]:
+        return (0, self.stage1) if it < self.stage1 else (self.stage1, self.stage2)

@@ -1,0 +1,130 @@
+"""The ignite trainers: one ``Engine`` per training step function (base segmentor; refiner, both stages)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ignite.distributed as idist
+import torch
+import torch.nn.functional as F
+from ignite.engine import Engine
+from torch import nn
+
+from diffseg.config import ExperimentConfig
+from diffseg.engines.common import NanLossError, _autocast, _to_device, iteration_seed, make_generator
+from diffseg.engines.schedule import Stages, set_lr, stage_lr_factor
+
+
+def _check_finite(loss: torch.Tensor, engine: Engine) -> None:
+    if not torch.isfinite(loss):
+        raise NanLossError(f"non-finite loss ({loss.item()}) at iteration {engine.state.iteration}")
+
+
+def create_base_trainer(
+    segmentor: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    cfg: ExperimentConfig,
+    device: torch.device,
+    lr: float,
+    total_iters: int,
+) -> Engine:
+    """Job (a): train a base segmentor with pixel-wise cross-entropy (logits upsampled to the crop, ignore 255)."""
+    model = idist.auto_model(segmentor) if idist.get_world_size() > 1 else segmentor
+
+    def step(engine: Engine, batch: dict[str, Any]) -> dict[str, float]:
+        it = engine.state.iteration - 1
+        set_lr(
+            optimizer,
+            lr
+            * stage_lr_factor(
+                it,
+                0,
+                total_iters,
+                min(cfg.optim.warmup_iters, total_iters // 10),
+                cfg.optim.decay_at,
+                cfg.optim.decay_gamma,
+            ),
+        )
+        model.train()
+        batch = _to_device(batch, device, cfg.train.channels_last)
+        with _autocast(device, cfg.train.amp):
+            _, logits = model(batch["image"])
+            logits = F.interpolate(
+                logits.float(), size=batch["mask"].shape[-2:], mode="bilinear", align_corners=False
+            )
+            loss = F.cross_entropy(logits, batch["mask"], ignore_index=255)
+        _check_finite(loss, engine)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.optim.grad_clip:
+            nn.utils.clip_grad_norm_(segmentor.parameters(), cfg.optim.grad_clip)
+        optimizer.step()
+        return {"loss": loss.item(), "lr": optimizer.param_groups[0]["lr"], "stage": 0}
+
+    return Engine(step)
+
+
+def create_refiner_trainer(
+    refiner: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    cfg: ExperimentConfig,
+    device: torch.device,
+    lr: float,
+    stages: Stages,
+) -> Engine:
+    """Refiner training: stage 1 (always from a random mask) then stage 2 (multi-step, ``refiner.noise_object``).
+
+    The frozen segmentor runs without autograd once per batch; its outputs are passed to the loss.
+    Each stage has its own warmup and step decay, as the release's two trainings; the optimiser state carries over.
+    """
+
+    def step(engine: Engine, batch: dict[str, Any]) -> dict[str, float]:
+        it = engine.state.iteration - 1
+        start, length = stages.bounds(it)
+        set_lr(
+            optimizer,
+            lr
+            * stage_lr_factor(
+                it,
+                start,
+                length,
+                min(cfg.optim.warmup_iters, length // 10),
+                cfg.optim.decay_at,
+                cfg.optim.decay_gamma,
+            ),
+        )
+        batch = _to_device(batch, device, cfg.train.channels_last)
+        gen = make_generator(iteration_seed(cfg.seed, it, stream=3), device)
+        refiner.denoiser.train()
+        with _autocast(device, cfg.train.amp):
+            with torch.no_grad():
+                base = refiner.base_outputs(batch["image"])
+            out = refiner.loss(
+                batch,
+                noise_object=cfg.refiner.noise_object,
+                single_step=stages.stage_of(it) == 1,
+                generator=gen,
+                base=base,
+            )
+        loss = out["loss"]
+        _check_finite(loss, engine)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.optim.grad_clip:
+            nn.utils.clip_grad_norm_(refiner.denoiser.parameters(), cfg.optim.grad_clip)
+        optimizer.step()
+        return {"loss": loss.item(), "lr": optimizer.param_groups[0]["lr"], "stage": stages.stage_of(it)}
+
+    return Engine(step)
+
+
+def resume_at(trainer: Engine, start: int, total: int) -> None:
+    """Make ``trainer.run`` continue at iteration ``start`` of one ``total``-iteration epoch.
+
+    The loader's sampler already starts at ``start`` (``IterationSampler``), so nothing is skipped or replayed.
+    """
+    if start > 0:
+        trainer.state.iteration = start
+        trainer.state.epoch = 0
+        trainer.state.max_epochs = 1
+        trainer.state.epoch_length = total
