@@ -145,14 +145,19 @@ def _setting(g: pd.DataFrame) -> str:
     return f"{g['dataset'].iloc[0]} / {g['segmentor'].iloc[0]}"
 
 
+def curve_minus_curve(c: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
+    """Curve ``a`` minus curve ``b`` of the same trainings, per dataset / segmentor, seed and iteration."""
+    w = c.pivot_table(index=["dataset", "segmentor", "seed", "iteration"], columns="curve", values="value")
+    if w.empty or not {a, b} <= set(w.columns):
+        return pd.DataFrame(columns=["setting", "seed", "iteration", "delta"])
+    w = w.dropna(subset=[a, b]).reset_index()
+    w["setting"] = w["dataset"] + " / " + w["segmentor"]
+    return w.assign(delta=w[a] - w[b])[["setting", "seed", "iteration", "delta"]]
+
+
 def refined_minus_base(c: pd.DataFrame) -> pd.DataFrame:
     """DDPS vs base: final-step minus base mIoU on the curve subset, per dataset / segmentor, seed, iteration."""
-    w = c.pivot_table(index=["dataset", "segmentor", "seed", "iteration"], columns="curve", values="value")
-    if w.empty or not {"final_step", "base"} <= set(w.columns):
-        return pd.DataFrame(columns=["setting", "seed", "iteration", "delta"])
-    w = w.reset_index()
-    w["setting"] = w["dataset"] + " / " + w["segmentor"]
-    return w.assign(delta=w["final_step"] - w["base"])[["setting", "seed", "iteration", "delta"]]
+    return curve_minus_curve(c, "final_step", "base")
 
 
 def level_minus_level(
@@ -185,6 +190,9 @@ def range_minus_range(c: pd.DataFrame, first: str = "noise_object", second: str 
     return pd.DataFrame(out, columns=["setting", "seed", "iteration", "delta"])
 
 
+TWO_STAGE_ARM = "DDPS: first prediction, free re-noising, two stages"
+ONE_STAGE_ARM = "DDPS: first prediction, free re-noising, one stage"
+
 # (title, experiment, per-seed contrast over that experiment's arm curves)
 KEY_CONTRASTS: tuple[tuple[str, str, Callable[[pd.DataFrame], pd.DataFrame]], ...] = (
     ("DDPS minus base (main results)", "main_results", refined_minus_base),
@@ -195,13 +203,37 @@ KEY_CONTRASTS: tuple[tuple[str, str, Callable[[pd.DataFrame], pd.DataFrame]], ..
     ),
     ("noise-object range minus noise-type range (finding 2)", "noise_object_and_type", range_minus_range),
     (
-        "two stages minus one stage (condition and training)",
-        "condition_and_training",
-        lambda c: level_minus_level(
-            c, "training", "two-stage", "one-stage", {"condition": "features", "ema": "on"}
-        ),
+        "free re-noising minus strict, equal network evaluations (finding 3)",
+        "inference_scheme",
+        lambda c: curve_minus_curve(c, "final_step", "strict_final_step"),
+    ),
+    (
+        "two stages minus one stage, DDPS (finding 1's arms)",
+        "naive_integration",
+        lambda c: level_minus_level(c, "arm", TWO_STAGE_ARM, ONE_STAGE_ARM),
     ),
 )
+
+
+RESOLVED_HALF_WIDTH = (
+    0.5  # mIoU points: a contrast whose 95% interval is this tight over >= 3 seeds is resolved
+)
+
+
+def final_contrasts(budgets: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
+    """Each budget curve's last point per setting: contrast, setting, iteration, mean, half-width, seeds, resolved."""
+    rows = []
+    for title, b in budgets:
+        for setting, g in b.groupby("setting", sort=True):
+            last = g.sort_values("iteration").iloc[-1]
+            hw = float(last["half_width"])
+            ok = int(last["n"]) >= 3 and math.isfinite(hw) and hw <= RESOLVED_HALF_WIDTH
+            rows.append({"contrast": title, "setting": setting, "iteration": int(last["iteration"]),
+                         "mean": round(float(last["mean"]), 2), "half_width": round(hw, 2), "seeds": int(last["n"]),
+                         "resolved": "yes" if ok else "no"})  # fmt: skip
+    return pd.DataFrame(
+        rows, columns=["contrast", "setting", "iteration", "mean", "half_width", "seeds", "resolved"]
+    )
 
 
 def key_budget_curves(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:

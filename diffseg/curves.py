@@ -6,7 +6,10 @@ fixed subset of the validation split (its first `MAX_IMAGES` images, single-scal
 own mIoU; a refiner records, in one pass, the base mIoU on that subset, the refined mIoU after the first network
 evaluation (``first_step``) and after the arm's whole sampler (``final_step``), with the weights the final
 evaluation would use (the EMA weights in stage 2). During stage 1 the refiner is a single-step decoder and is
-evaluated with the single-step sampler, so its two refined values coincide there.
+evaluated with the single-step sampler, so its two refined values coincide there. An arm that samples with free
+re-noising also records the strict posterior sampler at the same number of network evaluations
+(``strict_final_step``), so finding 3's contrast has a budget curve from the same trainings. Only the steps kept
+are upsampled and scored (the sampler runs whole), which makes a point about half as costly as a full evaluation.
 
 Each point goes to ``<run folder>/curve.csv`` as soon as it is measured; the file is rewritten whole (atomically)
 with the union of what it held and the new point, so a resumed training neither loses nor repeats points.
@@ -112,6 +115,11 @@ def eval_config(cfg, stage: int):
     if stage == 1:
         ev = replace(ev, sampler="single_step", num_evals=1)
     return replace(cfg, eval=ev)
+
+
+def records_strict(ecfg) -> bool:
+    """Whether a curve point of evaluation config ``ecfg`` also records the strict sampler (finding 3)."""
+    return ecfg.eval.sampler == "free_renoise" and not ecfg.eval.multi_scale
 
 
 def subset_loader(cfg, val_ds, rank: int = 0, world_size: int = 1):

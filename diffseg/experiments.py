@@ -134,6 +134,12 @@ def _naive_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
                     [EvalSpec(strict)],
                 ),
                 Arm({"arm": "DDPS: first prediction, free re-noising, two stages"}, base, [EvalSpec()]),
+                # the same method trained in one stage: isolates what the two stages add (a key contrast)
+                Arm(
+                    {"arm": "DDPS: first prediction, free re-noising, one stage"},
+                    _cfg(profile, ds, seg, seed, **one),
+                    [EvalSpec()],
+                ),
             ]
     return arms
 
@@ -577,7 +583,8 @@ def _store_curves(
     """Copy the learning curves of ``cfg``'s training (stage 1 + its own) and of its base into the store.
 
     Rows: ``experiment`` "learning_curves", ``method`` "curve", ``test`` "curve", ``step`` the training
-    iteration, ``curve`` base | first_step | final_step, ``trained`` refiner | base, ``stage`` 0 (base) / 1 / 2.
+    iteration, ``curve`` base | first_step | final_step | strict_final_step (`diffseg.curves`), ``trained``
+    refiner | base, ``stage`` 0 (base) / 1 / 2.
     """
     from diffseg import curves
 

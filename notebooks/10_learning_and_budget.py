@@ -112,7 +112,9 @@ if status:
 # ## Budget curves: each key contrast against training iterations
 #
 # Per recorded iteration, the paired per-seed difference (percent points) with its Student-t 95% interval.
-# Free re-noising versus strict (finding 3) is not here: a curve point evaluates each arm's own sampler only.
+# Free re-noising versus strict (finding 3) compares two samplers on the same trainings: every stage-2 curve point
+# of a free re-noising arm also runs the strict sampler with the same number of network evaluations (the
+# profile's `eval.num_evals`), so that contrast starts where stage 2 does.
 
 # %%
 budgets = budget.key_budget_curves(df)
@@ -126,5 +128,15 @@ if budgets:
     )
     viz.show_figure(budget.budget_figure(budgets), "10_budget_curves", figures_dir)
     display(Markdown("\n".join(f"- **{t}**: {budget.settles(b)}." for t, b in budgets)))
+    final = budget.final_contrasts(budgets)
+    viz.save_table(final, "10_key_contrasts_final", tables_dir)
+    display(
+        Markdown(
+            f"Each key contrast at the last recorded iteration (curve subset), with its 95% half-width; the issue's "
+            f"resolution target is a half-width of at most {budget.RESOLVED_HALF_WIDTH} mIoU points over at least "
+            f"3 seeds. {int(final['resolved'].eq('yes').sum())} of {len(final)} are resolved."
+        )
+    )
+    display(final)
 else:
     display(Markdown("No budget curves: the store holds no learning curves for these experiments."))

@@ -64,7 +64,9 @@ def test_recording_a_curve_does_not_change_the_training(tmp_path, monkeypatch):
     c = curves.read(tmp_path / "traced")
     assert sorted(set(c["iteration"])) == [3, 6, 9, 10]
     assert set(c[c["iteration"] == 3]["stage"]) == {1} and set(c[c["iteration"] == 9]["stage"]) == {2}
-    assert set(c["curve"]) == {"base", "first_step", "final_step"}
+    # free re-noising arms also record the strict sampler in stage 2 (finding 3's budget curve), not in stage 1
+    assert set(c[c["stage"] == 1]["curve"]) == {"base", "first_step", "final_step"}
+    assert set(c[c["stage"] == 2]["curve"]) == {"base", "first_step", "final_step", "strict_final_step"}
     base = curves.read(
         tmp_path / "traced", curves.BASE_CURVE_FILE
     )  # the base's own curve, beside the refiner's
@@ -153,3 +155,24 @@ def test_an_equal_size_resize_is_the_identity_it_skips():
     assert torch.equal(
         _resize(x, (24, 40)), F.interpolate(x, size=(24, 40), mode="bilinear", align_corners=False)
     )
+
+
+def test_curve_minus_curve_pairs_two_samplers_of_the_same_training():
+    rows = []
+    for seed in range(3):
+        for it in (10, 20):
+            for curve, v in (("final_step", 30.0 + seed + it / 10), ("strict_final_step", 29.0 + seed)):
+                rows.append({"dataset": "ade20k", "segmentor": "s", "seed": seed, "iteration": it,
+                             "curve": curve, "value": v})  # fmt: skip
+    d = budget.curve_minus_curve(pd.DataFrame(rows), "final_step", "strict_final_step")
+    b = budget.budget_curve(d)
+    assert b["mean"].tolist() == [2.0, 3.0] and b["n"].tolist() == [3, 3]
+    assert budget.curve_minus_curve(pd.DataFrame(rows), "final_step", "absent").empty
+
+
+def test_final_contrasts_say_which_are_resolved():
+    b = pd.DataFrame({"setting": ["x", "x", "y", "y"], "iteration": [1, 2, 1, 2], "mean": [1.0, 0.8, 2.0, 1.5],
+                      "half_width": [0.9, 0.4, 0.2, 0.7], "n": [3, 3, 3, 3]})  # fmt: skip
+    t = budget.final_contrasts([("c", b)])
+    assert t["iteration"].tolist() == [2, 2] and t["resolved"].tolist() == ["yes", "no"]
+    assert budget.final_contrasts([("c", b.assign(n=2))])["resolved"].tolist() == ["no", "no"]

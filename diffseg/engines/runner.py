@@ -17,7 +17,7 @@ from ignite.handlers import EMAHandler
 from torch import nn
 from torch.utils.data import Dataset
 
-from diffseg.config import ExperimentConfig, config_hash, load_config
+from diffseg.config import ExperimentConfig, config_hash, load_config, replace
 from diffseg.engines.base_training import train_base_segmentor
 from diffseg.engines.checkpoints import (
     _checkpoint_files,
@@ -215,19 +215,26 @@ def _attach_refiner_curve(
             training_weights = {k: v.detach().clone() for k, v in denoiser.state_dict().items()}
             denoiser.load_state_dict(ema.ema_model.state_dict())
         ecfg = curves.eval_config(cfg, stage)
+        strict = None
         try:
-            with torch.no_grad():  # only the two steps a point records are upsampled and scored
+            with torch.no_grad():  # only the steps a point records are upsampled and scored
                 res = evaluate_models(refiner, segmentor, ecfg, loader, val_ds, device, steps="ends")
+                if curves.records_strict(ecfg):  # finding 3's contrast at equal evaluations, per point
+                    ecfg = replace(ecfg, eval=replace(ecfg.eval, sampler="strict"))
+                    strict = evaluate_models(refiner, segmentor, ecfg, loader, val_ds, device, steps="last")
         finally:
             if training_weights is not None:
                 denoiser.load_state_dict(training_weights)
             refiner.denoiser = wrapped
         refined = res["refined"]
-        return stage, {
+        values = {
             "base": res["base"]["mIoU"],
             "first_step": refined[0]["mIoU"],
             "final_step": refined[-1]["mIoU"],
         }
+        if strict is not None:
+            values["strict_final_step"] = strict["refined"][-1]["mIoU"]
+        return stage, values
 
     curves.attach(trainer, run_dir, cfg.train.eval_every, stages.total, _point, idist.get_rank() == 0)
 
