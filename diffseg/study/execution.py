@@ -1,0 +1,209 @@
+"""Running one arm: base segmentor, shared stage 1 and its own training (each reused or resumed), then the
+evaluations the results store lacks, its learning curves and latencies written as rows."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from diffseg.config import ExperimentConfig, config_hash
+from diffseg.results import ResultsStore, git_commit, metrics_to_rows
+from diffseg.study.arms import Arm, EvalSpec
+from diffseg.study.identity import (
+    _base_id,
+    _eval_cfg,
+    _stage1_cfg,
+    _two_stage,
+    base_weights_path,
+    eval_id,
+    train_id,
+)
+from diffseg.study.store import _runs_dir, _store
+
+
+def train_base(cfg: ExperimentConfig, runs: Path, progress: bool = False) -> str | None:
+    """Train (or reuse) the base segmentor of ``cfg``; None when the config brings its own weights."""
+    from diffseg.engines import train_base_segmentor
+
+    if cfg.segmentor.weights is not None or cfg.segmentor.train_iterations <= 0:
+        return None
+    return str(train_base_segmentor(cfg, base_weights_path(cfg, runs), progress=progress))
+
+
+def train_stage1(cfg: ExperimentConfig, runs: Path, progress: bool = False) -> Path | None:
+    """Train (or reuse) the shared stage 1 of a two-stage config; None for one-stage configs."""
+    from diffseg.engines import training
+
+    if cfg.train.stage1_iterations <= 0 or cfg.train.stage2_iterations <= 0:
+        return None
+    s1 = _stage1_cfg(cfg)
+    run_dir = runs / "stage1" / train_id(s1)
+    training(
+        s1, run_dir, progress=progress, evaluate_at_end=False, base_weights=train_base(cfg, runs, progress)
+    )
+    return run_dir
+
+
+def ensure_trained(cfg: ExperimentConfig, runs: Path, progress: bool = False) -> tuple[Path, dict[str, Any]]:
+    """Base segmentor -> shared stage 1 -> this config's training; each step reused or resumed when present."""
+    from diffseg.engines import training
+
+    run_dir = runs / train_id(cfg)
+    base = train_base(cfg, runs, progress)
+    stage1 = None if (run_dir / "metrics.json").exists() else train_stage1(cfg, runs, progress)
+    res = training(
+        cfg, run_dir, progress=progress, evaluate_at_end=False, base_weights=base, init_from=stage1
+    )
+    return run_dir, res
+
+
+def _missing(arm: Arm, experiment: str, store: ResultsStore) -> list[tuple[str, EvalSpec]]:
+    ids = [eval_id(arm.cfg, spec, experiment, arm.labels) for spec in arm.evals]
+    missing = [(i, s) for i, s in zip(ids, arm.evals) if not store.has(i)]
+    if arm.artifacts and not store.has_artifacts(ids[0]):
+        missing = missing or [(ids[0], arm.evals[0])]
+    return missing
+
+
+def run_or_load(
+    arm: Arm, experiment: str, profile: str, results_dir: str | Path = "results", progress: bool = False
+) -> list[str]:
+    """Evaluate ``arm`` where the store lacks it (training or resuming only what is needed); return its run ids."""
+    from diffseg.engines import evaluate_models, get_dataflow, load_refiner_from_run
+
+    store = _store(results_dir, profile)
+    ids = [eval_id(arm.cfg, spec, experiment, arm.labels) for spec in arm.evals]
+    missing = _missing(arm, experiment, store)
+    if not missing:
+        return ids
+    cfg = arm.cfg
+    t0 = time.time()
+    run_dir, train_res = ensure_trained(cfg, _runs_dir(results_dir, profile), progress)
+    _, refiner, segmentor = load_refiner_from_run(run_dir, cfg_device(cfg))
+    device = next(refiner.parameters()).device
+    for rid, spec in missing:
+        ecfg = _eval_cfg(cfg, spec)
+        _, val_loader, val_ds = get_dataflow(ecfg, 0)
+        te = time.time()
+        res = evaluate_models(refiner, segmentor, ecfg, val_loader, val_ds, device)
+        labels = {**arm.labels, **dict(spec.labels)}
+        rows = metrics_to_rows(res, val_ds.class_names, test=spec.test, last_only=spec.last_only)
+        if arm.latency:
+            rows += _latency_rows(refiner, segmentor, ecfg, val_ds, device, len(res["refined"]))
+        for r in rows:
+            r.update(labels)
+        store.write_rows(
+            rid,
+            rows,
+            {
+                "experiment": experiment,
+                "dataset": cfg.data.dataset,
+                "segmentor": cfg.segmentor.name,
+                "seed": cfg.seed,
+                "profile": profile,
+                "train_id": train_id(cfg),
+                "sampler": ecfg.eval.sampler,
+                "num_evals": ecfg.eval.num_evals,
+                "num_steps": cfg.diffusion.num_steps,
+                "params_base": int(train_res.get("params_base", 0)),
+                "params_refiner": int(train_res.get("params_refiner", 0)),
+                "train_time_s": float(train_res.get("train_time_s", 0.0)),
+                "eval_time_s": round(time.time() - te, 2),
+                "wall_time_s": round(time.time() - t0, 2),
+                "device": str(device),
+                "git_commit": git_commit(),
+                "config_hash": config_hash(ecfg),
+            }
+            | {k: v for k, v in labels.items() if k != "arm"}
+            | {"arm": labels.get("arm", "")},
+        )
+        if arm.artifacts and rid == ids[0]:
+            from diffseg.artifacts import make_artifacts
+
+            store.save_artifacts(rid, make_artifacts(refiner, segmentor, ecfg, val_ds, device))
+    # once per training, not per evaluation: the curves belong to the training all of these rows share
+    _store_curves(cfg, run_dir, _runs_dir(results_dir, profile), store, profile, str(device))
+    return ids
+
+
+def _store_curves(
+    cfg: ExperimentConfig, run_dir: Path, runs: Path, store: ResultsStore, profile: str, device: str
+) -> None:
+    """Copy the learning curves of ``cfg``'s training (stage 1 + its own) and of its base into the store.
+
+    Rows: ``experiment`` "learning_curves", ``method`` "curve", ``test`` "curve", ``step`` the training
+    iteration, ``curve`` base | first_step | final_step | strict_final_step (`diffseg.curves`), ``trained``
+    refiner | base, ``stage`` 0 (base) / 1 / 2.
+    """
+    from diffseg import curves
+
+    if cfg.train.eval_every <= 0:
+        return
+    common = {
+        "experiment": "learning_curves",
+        "dataset": cfg.data.dataset,
+        "segmentor": cfg.segmentor.name,
+        "profile": profile,
+        "device": device,
+        "git_commit": git_commit(),
+        "eval_every": cfg.train.eval_every,
+    }
+    refiner_dirs = ([runs / "stage1" / train_id(_stage1_cfg(cfg))] if _two_stage(cfg) else []) + [run_dir]
+    parts: list[tuple[str, str, list[tuple[Path, str]], dict[str, Any]]] = [
+        (
+            f"curve-{train_id(cfg)}",
+            "refiner",
+            [(d, curves.CURVE_FILE) for d in refiner_dirs],
+            {"seed": cfg.seed, "train_id": train_id(cfg)},
+        )
+    ]
+    if cfg.segmentor.weights is None and cfg.segmentor.train_iterations > 0:
+        base_file = (base_weights_path(cfg, runs).parent, curves.BASE_CURVE_FILE)
+        parts.append((f"curve-base-{_base_id(cfg)}", "base", [base_file], {"seed": cfg.segmentor.seed}))
+    for key, trained, files, extra in parts:
+        if store.has(key):
+            continue
+        frame = pd.concat([curves.read(d, name) for d, name in files], ignore_index=True)
+        if frame.empty:
+            continue
+        rows = [
+            {
+                "method": "curve",
+                "step": int(r.iteration),
+                "t": 0,
+                "test": "curve",
+                "metric": "mIoU",
+                "class_name": "",
+                "value": float(r.value),
+                "curve": str(r.curve),
+                "stage": int(r.stage),
+            }
+            for r in frame.drop_duplicates(["iteration", "curve"], keep="last").itertuples()
+        ]
+        store.write_rows(key, rows, {**common, **extra, "trained": trained})
+
+
+def _latency_rows(
+    refiner, segmentor, cfg: ExperimentConfig, dataset, device: torch.device, last_step: int
+) -> list[dict[str, Any]]:
+    """Median per-image latency (ms, batch 1) of the base alone and of base + refiner with this eval's sampler."""
+    from diffseg.benchmarking import base_latency, refine_latency
+
+    image = dataset[0]["image"][None].to(device)
+    base_ms = base_latency(segmentor, image, repeats=5)
+    ref_ms = refine_latency(refiner, image, cfg.eval.sampler, cfg.eval.num_evals, repeats=5)
+    common = {"test": "ss", "metric": "latency_ms", "class_name": ""}
+    return [
+        {**common, "method": "base", "step": 0, "t": 0, "value": base_ms},
+        {**common, "method": "refined", "step": last_step, "t": 0, "value": ref_ms},
+    ]
+
+
+def cfg_device(cfg: ExperimentConfig) -> torch.device:
+    from diffseg.engines import resolve_device
+
+    return resolve_device(cfg.device)

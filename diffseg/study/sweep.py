@@ -1,0 +1,203 @@
+"""The sweep: every experiment's missing work on two worker processes, one progress line per finished job;
+``run_experiment`` for one experiment (what a notebook calls); the datasets' descriptions."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from diffseg import profiles
+from diffseg.config import ExperimentConfig, replace
+from diffseg.study.arms import Arm
+from diffseg.study.catalogue import EXPERIMENTS
+from diffseg.study.execution import _missing, ensure_trained, run_or_load, train_base, train_stage1
+from diffseg.study.identity import _base_id, _stage1_cfg, base_weights_path, train_id
+from diffseg.study.store import _runs_dir, _store
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)  # one thread per process: the processes, not threads, fill the cores
+
+
+def _job_label(cfg: ExperimentConfig, labels: Mapping[str, Any] | None = None) -> str:
+    arm = ", ".join(f"{k}={v}" for k, v in (labels or {}).items() if k != "arm")
+    name = (labels or {}).get("arm") or arm
+    return f"{cfg.data.dataset}/{cfg.segmentor.name} seed {cfg.seed}" + (f" {name}" if name else "")
+
+
+def _call(job: tuple[str, Any, str]) -> tuple[str, float, int | None]:
+    """Run one sweep job; returns (label, seconds, iterations trained or None) for its progress line."""
+    kind, args, name = job
+    t0 = time.perf_counter()
+    cfg = args[0].cfg if kind == "eval" else args[0]
+    its: int | None = None
+    if kind == "base":
+        train_base(*args)
+        label, its = f"{cfg.data.dataset}/{cfg.segmentor.name}", cfg.segmentor.train_iterations
+    elif kind == "stage1":
+        train_stage1(*args)
+        label, its = f"{_job_label(cfg)} {name}", cfg.train.stage1_iterations
+    elif kind == "train":
+        ensure_trained(*args)
+        two_stage = cfg.train.stage1_iterations > 0 and cfg.train.stage2_iterations > 0
+        its = (
+            cfg.train.stage2_iterations
+            if two_stage
+            else cfg.train.stage1_iterations + cfg.train.stage2_iterations
+        )
+        label = f"{_job_label(cfg)} {name}"
+    else:
+        run_or_load(*args)
+        label = f"{args[1]}: {_job_label(cfg, args[0].labels)}"
+    return label, time.perf_counter() - t0, its
+
+
+def sweep(
+    profile: str = "cpu",
+    results_dir: str | Path = "results",
+    experiments: list[str] | None = None,
+    workers: int | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Run everything the store lacks for ``experiments`` (default: all), ``workers`` processes at a time.
+
+    With ``progress``, one line per finished job goes to stderr (`diffseg.progress.JobLog`).
+
+    Phases, each a set of independent jobs: base segmentors, shared stage-1 trainings, full trainings, then
+    evaluations. Every job is resumable and idempotent, so an interrupted sweep, started again, redoes only what
+    is missing. On CPU the default is one single-threaded process per core; on CUDA one process.
+    """
+    import multiprocessing as mp
+
+    from diffseg.progress import JobLog
+
+    names = experiments or list(EXPERIMENTS)
+    arms = [(name, arm) for name in names for arm in arms_of(name, profile, device=device)]
+    store = _store(results_dir, profile)
+    runs = _runs_dir(results_dir, profile)
+    todo = [(n, a) for n, a in arms if _missing(a, n, store)]
+    cfgs = {train_id(a.cfg): a.cfg for _, a in todo if not (runs / train_id(a.cfg) / "metrics.json").exists()}
+    bases = {
+        _base_id(c): c for c in cfgs.values() if c.segmentor.weights is None and c.segmentor.train_iterations
+    }
+    bases = {k: c for k, c in bases.items() if not base_weights_path(c, runs).exists()}
+    stage1 = {
+        train_id(_stage1_cfg(c)): c
+        for c in cfgs.values()
+        if c.train.stage1_iterations > 0 and c.train.stage2_iterations > 0
+    }
+    stage1 = {k: c for k, c in stage1.items() if not (runs / "stage1" / k / "metrics.json").exists()}
+    if workers is None:
+        workers = (
+            1
+            if (device == "cuda" or (device == "auto" and torch.cuda.is_available()))
+            else (os.cpu_count() or 1)
+        )
+    arm_of = {}  # training -> the first experiment arm that needs it, to name it in the progress lines
+    for n, a in todo:
+        arm_of.setdefault(
+            train_id(a.cfg), f"{n}: {a.labels.get('arm') or ', '.join(map(str, a.labels.values()))}"
+        )
+    phases = [
+        ("base segmentors", [("base", (c, runs), "") for c in bases.values()]),
+        ("stage 1", [("stage1", (c, runs), f"stage 1 {k[:8]}") for k, c in stage1.items()]),
+        ("refiners", [("train", (c, runs), arm_of.get(k, "")) for k, c in cfgs.items()]),
+        ("evaluations", [("eval", (a, n, profile, results_dir), "") for n, a in todo]),
+    ]
+    ctx = mp.get_context("spawn")
+    pool = ctx.Pool(workers, initializer=_init_worker) if workers > 1 else None
+    try:
+        for title, jobs in phases:
+            if not jobs:
+                continue
+            it = pool.imap_unordered(_call, jobs) if pool else map(_call, jobs)
+            log = JobLog(f"[{profile}] {title}", len(jobs), enabled=progress)
+            for label, seconds, iterations in it:
+                log.finished(label, seconds, iterations)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    return store.consolidate()
+
+
+def arms_of(
+    name: str,
+    profile: str = "cpu",
+    datasets: list[str] | None = None,
+    segmentors: list[str] | None = None,
+    seeds: int | list[int] | None = None,
+    device: str = "auto",
+) -> list[Arm]:
+    """The arms of experiment ``name`` for a profile (datasets / segmentors / seeds default to the profile's)."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment '{name}'; valid experiments: {', '.join(EXPERIMENTS)}")
+    profiles._check(profile=profile)
+    exp = EXPERIMENTS[name]
+    ds = tuple(datasets) if datasets else exp.default_datasets[profile]
+    for d in ds:
+        profiles._check(dataset=d)
+    if seeds is None:
+        seed_list: tuple[int, ...] = tuple(range(exp.default_seeds[profile]))
+    elif isinstance(seeds, int):
+        seed_list = tuple(range(seeds))
+    else:
+        seed_list = tuple(seeds)
+    arms = exp.arms(profile, ds, tuple(segmentors) if segmentors else None, seed_list)
+    if device != "auto":
+        for a in arms:
+            a.cfg = replace(a.cfg, device=device)
+    return arms
+
+
+def run_experiment(
+    name: str,
+    profile: str = "cpu",
+    results_dir: str | Path = "results",
+    datasets: list[str] | None = None,
+    segmentors: list[str] | None = None,
+    seeds: int | list[int] | None = None,
+    device: str = "auto",
+    progress: bool | None = None,
+) -> pd.DataFrame:
+    """Run what the store lacks for experiment ``name`` and return its rows.
+
+    ``progress``: one line per arm that had work to do; None (the default) prints them only when stderr is a
+    terminal, so a notebook's report never carries them (`diffseg.progress.wanted`).
+    """
+    from diffseg.progress import JobLog, wanted
+
+    arms = arms_of(name, profile, datasets, segmentors, seeds, device)
+    store = _store(results_dir, profile)
+    log = JobLog(f"[{profile}] {name}", len(arms), enabled=wanted(progress))
+    ids: list[str] = []
+    for arm in arms:
+        todo = bool(_missing(arm, name, store))
+        t0 = time.perf_counter()
+        ids += run_or_load(arm, name, profile, results_dir)
+        if todo:
+            log.finished(_job_label(arm.cfg, arm.labels), time.perf_counter() - t0)
+        else:
+            log.done += 1
+    return _store(results_dir, profile).load(list(dict.fromkeys(ids)))
+
+
+def dataset_info(name: str) -> dict[str, Any]:
+    """Class names and palette of a dataset (no data needed)."""
+    from diffseg.data import ADE20K_CLASSES, ADE20K_PALETTE, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+
+    profiles._check(dataset=name)
+    if name == "ade20k":
+        return {"class_names": tuple(ADE20K_CLASSES), "palette": np.asarray(ADE20K_PALETTE, dtype=np.uint8)}
+    return {
+        "class_names": tuple(CITYSCAPES_CLASSES),
+        "palette": np.asarray(CITYSCAPES_PALETTE, dtype=np.uint8),
+    }
