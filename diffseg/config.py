@@ -8,6 +8,7 @@ never silently falls back to a default. ``config_hash`` is the run's identity in
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import types
@@ -21,6 +22,47 @@ import yaml
 
 class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names the key and what was expected."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# checked when a config is built: a typo in an enumerated value or an impossible number fails here, before any
+# base segmentor or refiner has trained (and before a run folder exists)
+
+
+@functools.cache
+def _choices() -> dict[str, tuple[str, ...]]:
+    """Enumerated settings, from the registries that define them (imported on first use: they import torch)."""
+    from diffseg.diffusion import KERNELS, SAMPLERS, SCHEDULES
+    from diffseg.models.refiner import CONDITIONS, NOISE_OBJECTS
+
+    return {
+        "data.dataset": ("ade20k", "cityscapes"),
+        "diffusion.kernel": tuple(KERNELS),
+        "diffusion.schedule": tuple(SCHEDULES),
+        "refiner.condition": tuple(CONDITIONS),
+        "refiner.noise_object": tuple(NOISE_OBJECTS),
+        "eval.sampler": tuple(SAMPLERS),
+        "eval.mode": ("whole", "slide"),
+    }
+
+
+def _check_choice(key: str, value: str) -> None:
+    valid = _choices()[key]
+    if value not in valid:
+        raise ConfigError(f"config key '{key}' = {value!r} is not valid; valid values: {', '.join(valid)}")
+
+
+def _check_at_least(key: str, value: float | None, low: float, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or value < low:
+        raise ConfigError(f"config key '{key}' must be >= {low:g}, got {value!r}")
+
+
+def _check_positive(key: str, values: Any) -> None:
+    for v in values if isinstance(values, tuple) else (values,):
+        if not v > 0:
+            raise ConfigError(f"config key '{key}' must be > 0, got {values!r}")
 
 
 @dataclass(frozen=True)
@@ -48,6 +90,20 @@ class DataConfig:
     synth_size: tuple[int, int] = (128, 128)
     synth_seed: int = 0
 
+    def __post_init__(self) -> None:
+        _check_choice("data.dataset", self.dataset)
+        _check_at_least("data.batch_size", self.batch_size, 1)
+        _check_at_least("data.num_workers", self.num_workers, 0)
+        for key in ("scale", "crop_size", "test_scale", "ratio_range"):
+            _check_positive(f"data.{key}", getattr(self, key))
+        if self.ratio_range[0] > self.ratio_range[1]:
+            raise ConfigError(
+                f"config key 'data.ratio_range' must be (low, high) with low <= high, got {self.ratio_range}"
+            )
+        if self.synthetic:
+            _check_at_least("data.synth_n_train", self.synth_n_train, 1)
+            _check_at_least("data.synth_n_val", self.synth_n_val, 1)
+
 
 @dataclass(frozen=True)
 class SegmentorConfig:
@@ -61,6 +117,10 @@ class SegmentorConfig:
     weight_decay: float = 0.01
     seed: int = 0  # the base training's seed, independent of the run's (refiner) seed
 
+    def __post_init__(self) -> None:
+        _check_at_least("segmentor.train_iterations", self.train_iterations, 0)
+        _check_positive("segmentor.lr", self.lr)
+
 
 @dataclass(frozen=True)
 class DiffusionConfig:
@@ -69,6 +129,11 @@ class DiffusionConfig:
     kernel: str = "uniform"  # uniform | absorbing | mask_replace | gaussian
     schedule: str = "linear"  # linear | cosine
     num_steps: int = 100
+
+    def __post_init__(self) -> None:
+        _check_choice("diffusion.kernel", self.kernel)
+        _check_choice("diffusion.schedule", self.schedule)
+        _check_at_least("diffusion.num_steps", self.num_steps, 1)
 
 
 @dataclass(frozen=True)
@@ -80,6 +145,11 @@ class UNetConfig:
     attention: bool = True
     groups: int = 8
 
+    def __post_init__(self) -> None:
+        _check_at_least("unet.width", self.width, 1)
+        _check_at_least("unet.groups", self.groups, 1)
+        _check_positive("unet.dim_mults", self.dim_mults)
+
 
 @dataclass(frozen=True)
 class RefinerConfig:
@@ -89,6 +159,11 @@ class RefinerConfig:
     embed_dim: int = 16
     embed_trainable: bool = False
     noise_object: str = "first"  # gt | base | first (Diffusion-on-First-Prediction)
+
+    def __post_init__(self) -> None:
+        _check_choice("refiner.condition", self.condition)
+        _check_choice("refiner.noise_object", self.noise_object)
+        _check_at_least("refiner.embed_dim", self.embed_dim, 1)
 
 
 @dataclass(frozen=True)
@@ -103,6 +178,18 @@ class OptimConfig:
     decay_gamma: float = 0.5
     grad_clip: float | None = None
     reference_batch: int = 32  # the batch the lr is tuned for; lr scales with the effective batch
+
+    def __post_init__(self) -> None:
+        _check_positive("optim.lr", self.lr)
+        _check_at_least("optim.warmup_iters", self.warmup_iters, 0)
+        _check_positive("optim.decay_gamma", self.decay_gamma)
+        _check_at_least("optim.reference_batch", self.reference_batch, 1)
+        if self.grad_clip is not None:
+            _check_positive("optim.grad_clip", self.grad_clip)
+        if any(not 0 < f <= 1 for f in self.decay_at):
+            raise ConfigError(
+                f"config key 'optim.decay_at' must hold fractions in (0, 1], got {self.decay_at}"
+            )
 
 
 @dataclass(frozen=True)
@@ -121,6 +208,13 @@ class TrainConfig:
     channels_last: bool = True  # on CUDA
     compile: bool = False
 
+    def __post_init__(self) -> None:
+        for key in ("stage1_iterations", "stage2_iterations", "checkpoint_every", "eval_every", "log_every"):
+            _check_at_least(f"train.{key}", getattr(self, key), 0)
+        _check_at_least("train.ema_interval", self.ema_interval, 1)
+        if not 0 < self.ema_momentum <= 1:
+            raise ConfigError(f"config key 'train.ema_momentum' must be in (0, 1], got {self.ema_momentum!r}")
+
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -137,6 +231,18 @@ class EvalConfig:
     guidance: float = 0.0
     batch_size: int = 1  # >1 only when every evaluated image has the same size (the synthetic data)
     max_images: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("eval.sampler", self.sampler)
+        _check_choice("eval.mode", self.mode)
+        _check_at_least("eval.num_evals", self.num_evals, 1)
+        _check_at_least("eval.batch_size", self.batch_size, 1)
+        _check_at_least("eval.guidance", self.guidance, 0)
+        _check_at_least("eval.max_images", self.max_images, 1, allow_none=True)
+        _check_positive("eval.scales", self.scales)
+        if self.mode == "slide":
+            _check_positive("eval.slide_crop", self.slide_crop)
+            _check_positive("eval.slide_stride", self.slide_stride)
 
 
 @dataclass(frozen=True)

@@ -46,3 +46,44 @@ def test_hash_ignores_cosmetic_keys_only() -> None:
     base = ExperimentConfig()
     assert config_hash(base) == config_hash(apply_overrides(base, ["name=other", "data.num_workers=0"]))
     assert config_hash(base) != config_hash(apply_overrides(base, ["seed=1"]))
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "diffusion.kernel=unifrom",
+            r"'diffusion\.kernel' = 'unifrom' is not valid; valid values: uniform, absorbing",
+        ),
+        (
+            "diffusion.schedule=cos",
+            r"'diffusion\.schedule' = 'cos' is not valid; valid values: linear, cosine",
+        ),
+        ("refiner.noise_object=prediction", r"'refiner\.noise_object' = 'prediction'.*gt, base, first"),
+        ("refiner.condition=image", r"'refiner\.condition' = 'image'.*features, logits, mask"),
+        ("eval.sampler=ddim", r"'eval\.sampler' = 'ddim'.*strict, free_renoise, single_step"),
+        ("eval.mode=sliding", r"'eval\.mode' = 'sliding'.*whole, slide"),
+        ("data.dataset=coco", r"'data\.dataset' = 'coco'.*ade20k, cityscapes"),
+        ("train.stage1_iterations=-5", r"'train\.stage1_iterations' must be >= 0, got -5"),
+        ("data.batch_size=0", r"'data\.batch_size' must be >= 1, got 0"),
+        ("eval.num_evals=0", r"'eval\.num_evals' must be >= 1"),
+        ("train.ema_momentum=1.5", r"'train\.ema_momentum' must be in \(0, 1\]"),
+        ("optim.decay_at=[0.5, 1.5]", r"'optim\.decay_at' must hold fractions in \(0, 1\]"),
+        ("optim.lr=0", r"'optim\.lr' must be > 0"),
+        ("diffusion.num_steps=0", r"'diffusion\.num_steps' must be >= 1"),
+    ],
+)
+def test_invalid_values_fail_when_the_config_is_built(override, message) -> None:
+    """A typo or an impossible number is an error naming the key, the value and the valid ones, raised by
+    `apply_overrides` itself: before any data is read or any model is trained."""
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(ExperimentConfig(), [override])
+
+
+def test_every_profile_config_is_valid() -> None:
+    from diffseg.profiles import DATASETS, PROFILES, profile_config
+
+    for profile in PROFILES:
+        for dataset in DATASETS:
+            cfg = profile_config(profile, dataset)
+            assert from_dict(to_dict(cfg)) == cfg  # rebuilt through the checks
