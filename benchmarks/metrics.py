@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the reference lives in tests/ (one copy)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from diffseg.metrics import boundary_counts, boundary_width, confusion_matrix  # noqa: E402
-from tests.test_metrics import reference_boundary_counts  # noqa: E402
+from diffseg.reference_metrics import reference_boundary_counts  # noqa: E402
 
 IGNORE = 255
 SETTINGS = [(150, 512, 683), (19, 1024, 2048)]  # (classes, H, W)
