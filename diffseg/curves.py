@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from diffseg.publish import atomic_write
+from diffseg.atomic import atomic_write
 
 CURVE_FILE = "curve.csv"
 BASE_CURVE_FILE = "base_curve.csv"  # a base trained inside a refiner's run folder keeps its own file

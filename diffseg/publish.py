@@ -18,9 +18,6 @@ formatter exists for them: `register_figure_formatter` adds one (called on impor
 from __future__ import annotations
 
 import io
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,27 +25,13 @@ import matplotlib
 import pandas as pd
 from matplotlib.figure import Figure
 
+from diffseg.atomic import atomic_write
+
 DPI = 192
 CSS_DPI = 96
 SVG_HASH_SALT = "diffseg"
 _PNG_META: dict[str, Any] = {"Software": None}
 _SVG_META: dict[str, Any] = {"Date": None}
-
-
-def atomic_write(path: Path, write: Callable[[str], Any]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path`` (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; reports are for everyone to read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _check_stem(stem: str, what: str) -> None:

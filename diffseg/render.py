@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 import nbformat
 
-from diffseg.publish import atomic_write
+from diffseg.atomic import atomic_write
 
 _RUN_METADATA = ("papermill", "execution", "ExecuteTime", "collapsed", "scrolled")
 

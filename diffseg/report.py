@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from diffseg import findings as fd
+from diffseg.atomic import atomic_write
 from diffseg.profiles import scale
-from diffseg.publish import atomic_write
 from diffseg.results import ResultsStore
 
 TITLES = {

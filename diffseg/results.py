@@ -13,16 +13,16 @@ Nothing downstream of this store reads checkpoints: notebooks read rows and arti
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
-import uuid
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from diffseg.atomic import atomic_write
 
 COLUMNS = (
     "run_id",
@@ -175,11 +175,7 @@ class ResultsStore:
         df["git_commit"] = provenance.get("git_commit", git_commit())
         df["versions"] = provenance.get("versions", package_versions())
         self.rows_dir.mkdir(parents=True, exist_ok=True)
-        path = self.rows_dir / f"{run_id}.parquet"
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-        return path
+        return atomic_write(self.rows_dir / f"{run_id}.parquet", lambda tmp: df.to_parquet(tmp, index=False))
 
     def load(self, run_ids: list[str] | None = None) -> pd.DataFrame:
         """All rows (or those of ``run_ids``) as one DataFrame."""
@@ -213,18 +209,17 @@ class ResultsStore:
             ("results.parquet", lambda p: df.to_parquet(p, index=False)),
             ("results.csv", lambda p: df.to_csv(p, index=False)),
         ):
-            tmp = self.root / f".{name}.{uuid.uuid4().hex}.tmp"
-            writer(tmp)
-            os.replace(tmp, self.root / name)
+            atomic_write(self.root / name, writer)
         return df
 
     def save_artifacts(self, run_id: str, arrays: dict[str, np.ndarray]) -> Path:
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        path = self.artifacts_dir / f"{run_id}.npz"
-        tmp = path.with_name(f".{run_id}.{uuid.uuid4().hex}.tmp.npz")
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-        return path
+        # the temporary name ends in .npz: numpy appends it otherwise
+        return atomic_write(
+            self.artifacts_dir / f"{run_id}.npz",
+            lambda tmp: np.savez_compressed(tmp, **arrays),
+            suffix=".npz",
+        )
 
     def has_artifacts(self, run_id: str) -> bool:
         return (self.artifacts_dir / f"{run_id}.npz").exists()

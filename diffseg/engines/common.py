@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 from typing import Any
 
 import ignite.distributed as idist
 import torch
 from torch import nn
+
+from diffseg.atomic import atomic_write
 
 
 class NanLossError(RuntimeError):
@@ -36,16 +37,9 @@ def make_generator(seed: int, device: torch.device) -> torch.Generator:
     return g
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` through `diffseg.atomic.atomic_write` (a killed save leaves the previous checkpoint)."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _autocast(device: torch.device, enabled: bool):

@@ -17,6 +17,7 @@ from ignite.handlers import EMAHandler
 from torch import nn
 from torch.utils.data import Dataset
 
+from diffseg.atomic import atomic_write_text
 from diffseg.config import ExperimentConfig, config_hash, load_config, replace
 from diffseg.engines.base_training import train_base_segmentor
 from diffseg.engines.checkpoints import (
@@ -30,7 +31,6 @@ from diffseg.engines.common import (
     NanLossError,
     _unwrap,
     _Unwrapped,
-    atomic_write_text,
     iteration_seed,
     resolve_device,
 )

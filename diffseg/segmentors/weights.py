@@ -9,13 +9,13 @@ another label space fails with a message naming both, never with a half-loaded m
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from diffseg.atomic import atomic_write
 from diffseg.segmentors.base import Segmentor
 
 STATE_SUFFIXES: tuple[str, ...] = (".safetensors", ".pt", ".pth")
@@ -35,10 +35,8 @@ def save_segmentor(segmentor: Segmentor, path: str | os.PathLike[str]) -> Path:
         raise ValueError(f"segmentor file {path} must end in one of {', '.join(STATE_SUFFIXES)}")
     # clone: safetensors refuses tensors that share storage, and a state dict must not alias live parameters
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in segmentor.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+
+    def write(tmp: str) -> None:
         if suffix == ".safetensors":
             meta = {"format": _FORMAT, "name": segmentor.name, "num_classes": str(segmentor.num_classes)}
             save_file(state, tmp, metadata=meta)
@@ -50,11 +48,8 @@ def save_segmentor(segmentor: Segmentor, path: str | os.PathLike[str]) -> Path:
                 "state_dict": state,
             }
             torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+
+    return atomic_write(path, write)
 
 
 def read_state_file(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
