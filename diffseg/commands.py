@@ -222,7 +222,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_refine(args: argparse.Namespace) -> int:
     from diffseg.inference import refine_folder
 
-    written = refine_folder(
+    report = refine_folder(
         args.refiner,
         args.input,
         args.out,
@@ -231,7 +231,13 @@ def cmd_refine(args: argparse.Namespace) -> int:
         steps=args.steps,
         device=args.device,
     )
-    print(f"wrote {len(written)} refined label maps and overlays to {args.out}")
+    print(f"wrote {len(report.written)} refined label maps and overlays to {args.out}")
+    if report.skipped:
+        print(
+            f"skipped {len(report.skipped)} unreadable image(s) (listed above); exit status 1",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

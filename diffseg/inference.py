@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -69,6 +69,61 @@ def _palette(dataset: str, num_classes: int) -> np.ndarray:
     return pal
 
 
+@dataclass
+class RefineReport:
+    """What `refine_folder` did: the label maps it wrote and the inputs it skipped, each with the reason."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _output_plan(input_path: Path, out_dir: Path) -> list[tuple[Path, Path, Path]]:
+    """(image, label map, overlay) paths; the output tree mirrors the input tree (``sub/x.jpg`` -> ``sub/x.png``).
+
+    Raises before anything is written when the outputs would land on or inside the input, or when two inputs
+    would write the same file (``x.jpg`` and ``x.png``).
+    """
+    if not input_path.exists():
+        raise FileNotFoundError(f"input {input_path} does not exist")
+    src, out = input_path.resolve(), out_dir.resolve()
+    if input_path.is_dir():
+        if out == src or out.is_relative_to(src):
+            raise ValueError(
+                f"--out {out_dir} is the input folder or inside it; refined masks would be mixed with (or written "
+                f"over) the inputs. Choose a folder outside {input_path}"
+            )
+        files = sorted(p for p in input_path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        rel = [p.relative_to(input_path) for p in files]
+    else:
+        files, rel = [input_path], [Path(input_path.name)]
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {input_path}")
+    plan, owner = [], {}
+    inputs = {f.resolve() for f in files}
+    for f, r in zip(files, rel):
+        label = out_dir / r.with_suffix(".png")
+        overlay = out_dir / r.parent / f"{r.stem}_overlay.png"
+        for target in (label, overlay):
+            if target.resolve() in inputs:
+                raise ValueError(f"refine would write {target} over an input image; choose another --out")
+            if target in owner:
+                raise ValueError(
+                    f"{owner[target]} and {f} would both write {target}; rename one of them (outputs are named "
+                    f"after the input's stem)"
+                )
+            owner[target] = f
+        plan.append((f, label, overlay))
+    return plan
+
+
+def _save_png(array: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    from diffseg.atomic import atomic_write
+
+    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+
+
 def refine_folder(
     refiner_path: str | Path,
     input_path: str | Path,
@@ -77,15 +132,25 @@ def refine_folder(
     weights: str | None = None,
     steps: int | None = None,
     device: str = "auto",
-) -> list[Path]:
-    """Refine every image under ``input_path`` with the run at ``refiner_path``; write label PNGs and overlays."""
+) -> RefineReport:
+    """Refine every image under ``input_path`` with the run at ``refiner_path``; write label PNGs and overlays.
+
+    Outputs mirror the input tree under ``out_dir`` and are written atomically; the whole plan is checked first
+    (never over or inside the input, no two inputs onto one output). An unreadable image is skipped with one line
+    on stderr and reported in the returned `RefineReport`; the rest are still refined. Each image goes through the
+    evaluator's test transform (keep-ratio resize with its rounding, then normalisation), so a refined mask here
+    equals the evaluator's prediction for the same image.
+    """
+    import sys
+
     from PIL import Image
     from tqdm.auto import tqdm
 
     from diffseg.config import replace
-    from diffseg.data.transforms import MEAN, STD
+    from diffseg.data.transforms import keep_ratio_size, normalize, resize_image
     from diffseg.engines import load_refiner_from_run, predict, resolve_device
 
+    plan = _output_plan(Path(input_path), Path(out_dir))  # every check before any model is loaded
     refiner_path = Path(refiner_path)
     run_dir = refiner_path.parent.parent if refiner_path.is_file() else refiner_path
     cfg, refiner, seg = load_refiner_from_run(run_dir, resolve_device(device))
@@ -102,42 +167,26 @@ def refine_folder(
         refiner.segmentor = seg
     if steps is not None:
         cfg = replace(cfg, eval=replace(cfg.eval, num_evals=steps))
-    input_path = Path(input_path)
-    if not input_path.exists():
-        raise FileNotFoundError(f"input {input_path} does not exist")
-    files = (
-        [input_path]
-        if input_path.is_file()
-        else sorted(p for p in input_path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    )
-    if not files:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {input_path}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     dev = next(refiner.parameters()).device
-    mean = torch.tensor(MEAN, device=dev).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=dev).view(1, 3, 1, 1)
     palette = _palette(cfg.data.dataset, refiner.num_classes)
-    written = []
+    report = RefineReport()
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
-    for path in tqdm(files, desc="refine", unit="img"):
+    for path, label_path, overlay_path in tqdm(plan, desc="refine", unit="img"):
         try:
-            pil = Image.open(path).convert("RGB")
+            with Image.open(path) as pil:
+                rgb = np.array(pil.convert("RGB"))  # a writable copy for torch
         except OSError as e:
-            raise ValueError(f"cannot read image {path}: {e}") from e
-        rgb = np.array(pil)  # a writable copy for torch
+            print(f"skipped {path}: unreadable image ({e})", file=sys.stderr)
+            report.skipped.append((path, str(e)))
+            continue
         h0, w0 = rgb.shape[:2]
-        x = torch.from_numpy(rgb).to(dev).permute(2, 0, 1)[None].float() / 255.0
-        long_side, short_side = max(cfg.data.test_scale), min(cfg.data.test_scale)
-        scale = min(long_side / max(h0, w0), short_side / min(h0, w0))
-        h, w = max(1, round(h0 * scale)), max(1, round(w0 * scale))
-        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
-        x = (x - mean) / std
+        x = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0
+        h, w = keep_ratio_size(h0, w0, cfg.data.test_scale)
+        x = normalize(resize_image(x, (h, w)))[None].to(dev)
         batch = {"image": x, "valid_hw": torch.tensor([[h, w]]), "mask": torch.zeros((1, h0, w0), device=dev)}
         _, steps_out = predict(refiner, seg, batch, cfg, gen)
         label = steps_out[-1][1].argmax(1)[0].to(torch.uint8).cpu().numpy()
-        Image.fromarray(label).save(out_dir / f"{path.stem}.png")
-        overlay = (0.5 * rgb + 0.5 * palette[label]).astype(np.uint8)
-        Image.fromarray(overlay).save(out_dir / f"{path.stem}_overlay.png")
-        written.append(out_dir / f"{path.stem}.png")
-    return written
+        _save_png(label, label_path)
+        _save_png((0.5 * rgb + 0.5 * palette[label]).astype(np.uint8), overlay_path)
+        report.written.append(label_path)
+    return report

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -254,3 +255,60 @@ def test_refine_command_and_api(finished_run, tmp_path, data_root) -> None:
     assert labels.shape == (2, 12, 12) and labels.dtype == torch.long
     with pytest.raises(ValueError, match="conditioned on segmentor features"):
         refine(base_logits=torch.randn(2, refiner.num_classes, 12, 12), refiner=refiner)
+
+
+def test_refine_mirrors_the_input_tree_skips_unreadable_images_and_matches_the_evaluator(
+    finished_run, tmp_path, data_root
+) -> None:
+    """Outputs mirror the input tree; a corrupt image is skipped (exit 1) while the others are refined; a refined
+    mask equals `predict` on the evaluator's own test transform of the same image (same generator)."""
+    import shutil
+
+    from PIL import Image
+
+    from diffseg.cli import main
+    from diffseg.data import build_dataset
+    from diffseg.engines import predict
+    from diffseg.inference import refine_folder
+
+    run_dir, _ = finished_run
+    src = sorted((data_root / "images" / "validation").glob("*.jpg"))
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    shutil.copy(src[0], photos / "a.jpg")
+    shutil.copy(src[1], photos / "sub" / "a.jpg")  # same stem, another folder: no clash once mirrored
+    (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    argv = ["refine", "--refiner", str(run_dir), "--input", str(photos), "--out", str(tmp_path / "out")]
+    assert main([*argv, "--device", "cpu"]) == 1  # one input skipped
+    out = tmp_path / "out"
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == [
+        "a.png", "a_overlay.png", "sub/a.png", "sub/a_overlay.png"
+    ]  # fmt: skip
+
+    cfg, refiner, segmentor = load_refiner_from_run(run_dir)
+    val = build_dataset(cfg.data, "val", train=False)
+    item = val[[f[1].name for f in val.files].index(src[0].name)]
+    batch = {"image": item["image"][None], "valid_hw": item["valid_hw"][None], "mask": item["mask"][None]}
+    _, steps = predict(refiner, segmentor, batch, cfg, torch.Generator().manual_seed(cfg.seed))
+    expected = steps[-1][1].argmax(1)[0].numpy()
+    report = refine_folder(run_dir, src[0], tmp_path / "one", device="cpu")
+    assert report.written == [tmp_path / "one" / f"{src[0].stem}.png"] and not report.skipped
+    assert (np.array(Image.open(report.written[0])) == expected).all()
+
+
+def test_refine_refuses_to_write_over_or_inside_its_input_before_any_work(tmp_path) -> None:
+    from diffseg.inference import _output_plan
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("x.jpg", "x.png"):
+        (photos / name).write_bytes(b"")
+    with pytest.raises(ValueError, match="inside it"):
+        _output_plan(photos, photos)
+    with pytest.raises(ValueError, match="inside it"):
+        _output_plan(photos, photos / "refined")
+    with pytest.raises(ValueError, match=r"x\.jpg and .*x\.png would both write"):
+        _output_plan(photos, tmp_path / "out")
+    with pytest.raises(ValueError, match="over an input image"):
+        _output_plan(photos / "x.png", photos)  # one file, written beside itself under its own name
+    assert not (tmp_path / "out").exists()

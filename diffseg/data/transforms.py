@@ -33,17 +33,23 @@ IGNORE_INDEX = 255
 
 
 def read_image(path: str | Path) -> torch.Tensor:
-    """An RGB file as (3, H, W) float32 in [0, 1]."""
-    with Image.open(path) as img:
-        arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    """An RGB file as (3, H, W) float32 in [0, 1]; an unreadable or truncated file is a `DatasetError` naming it."""
+    try:
+        with Image.open(path) as img:
+            arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except OSError as e:  # PIL's UnidentifiedImageError, "image file is truncated", permissions
+        raise DatasetError(f"cannot read image {path}: {e}") from e
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
 def read_pair(img_path: Path, ann_path: Path) -> tuple[torch.Tensor, np.ndarray]:
     """An image (3, H, W) float32 in [0, 1] and its raw annotation (H, W) uint8; a size mismatch names both files."""
     image = read_image(img_path)
-    with Image.open(ann_path) as ann:
-        raw = np.asarray(ann, dtype=np.uint8)
+    try:
+        with Image.open(ann_path) as ann:
+            raw = np.asarray(ann, dtype=np.uint8)
+    except OSError as e:
+        raise DatasetError(f"cannot read annotation {ann_path}: {e}") from e
     if raw.shape != tuple(image.shape[1:]):
         raise DatasetError(
             f"size mismatch: image {img_path} is {tuple(image.shape[1:])} (H, W) but {ann_path} is {raw.shape}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -13,18 +14,32 @@ from diffseg.config import ExperimentConfig, config_hash, load_config, save_conf
 
 
 def _resolved_run_dir(run_dir: str | Path, cfg: ExperimentConfig, allow_config_change: bool) -> Path:
+    """The run folder bound to ``cfg``: created, or resumed when its config matches.
+
+    A finished run (``metrics.json`` present) is immutable: a changed config is refused whatever the flags, since
+    its checkpoints and metrics belong to the old one. ``allow_config_change`` continues an *unfinished* run
+    with the new config and records what changed in ``config_changes.log``.
+    """
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.yaml"
     if cfg_path.exists():
         old = load_config(cfg_path)
         if config_hash(old) != config_hash(cfg):
             changed = _diff_keys(to_dict(old), to_dict(cfg))
+            if (run_dir / "metrics.json").exists():
+                raise ValueError(
+                    f"{run_dir} holds a finished run with a different config (changed: {', '.join(changed)}); "
+                    "a finished run is never changed: use a new run folder"
+                )
             if not allow_config_change:
                 raise ValueError(
                     f"{run_dir} holds a run with a different config (changed: {', '.join(changed)}); "
                     "use a new run folder, or pass --allow-config-change to continue it with the new config"
                 )
             warnings.warn(f"continuing {run_dir} with a changed config: {', '.join(changed)}", stacklevel=2)
+            if idist.get_rank() == 0:
+                with (run_dir / "config_changes.log").open("a") as f:
+                    f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {'; '.join(changed)}\n")
     if idist.get_rank() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, cfg_path)
