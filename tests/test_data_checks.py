@@ -117,3 +117,29 @@ def test_empty_split_named(tiny, tmp_path):
 def test_unknown_dataset_name(tiny):
     with pytest.raises(ValueError, match="unknown dataset 'voc'.*ade20k, cityscapes"):
         check_dataset("voc", tiny["ade20k"])
+
+
+def test_training_reads_refuse_label_values_outside_the_encoding(tmp_path) -> None:
+    """An ADE20K annotation holding 200 is an error naming the file and the value when an item is read (not a
+    silent ignore pixel): the check `data check` does, on every item a training or an evaluation reads."""
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    from diffseg.data import build_dataset
+    from diffseg.data.checks import DatasetError
+    from diffseg.data.synthetic import write_synthetic
+    from diffseg.profiles import data_config
+
+    root = write_synthetic("ade20k", tmp_path / "ade", 2, 1, (32, 32), 0)
+    cfg = data_config("ade20k", "smoke", root=str(root))
+    ds = build_dataset(cfg, "train", train=False)
+    ds[0]  # a valid item reads
+    ann = ds.files[0][2]
+    raw = np.array(Image.open(ann))
+    raw[0, :3] = 200
+    Image.fromarray(raw).save(ann)
+    with pytest.raises(
+        DatasetError, match=rf"{ann.name} holds label value\(s\) 200 outside .*0 \(other\) \.\. 150"
+    ):
+        ds[0]

@@ -6,6 +6,7 @@ The dataset classes call :func:`pair_files` at construction so a broken root fai
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,25 @@ from PIL import Image
 
 class DatasetError(ValueError):
     """A dataset root is malformed; the message names the offending file(s) / value(s) and what was expected."""
+
+
+@functools.cache
+def _valid_lut(valid: tuple[int, ...]) -> np.ndarray:
+    lut = np.zeros(256, dtype=bool)
+    lut[list(valid)] = True
+    return lut
+
+
+def check_label_values(raw: np.ndarray, ann_path: Path, valid: Any, description: str) -> None:
+    """Raise a `DatasetError` naming ``ann_path`` and its bad values when ``raw`` (H, W) uint8 holds a value
+    outside ``valid`` (one table lookup per pixel: cheap enough for every item a training reads)."""
+    ok = _valid_lut(tuple(valid))[raw]
+    if not ok.all():
+        bad = np.unique(raw[~ok]).tolist()
+        raise DatasetError(
+            f"{ann_path} holds label value(s) {_name_some([str(v) for v in bad])} outside the expected encoding "
+            f"({description}); fix or remove the file (`diffseg data check` lists every such file)"
+        )
 
 
 def _name_some(items: list[str], limit: int = 5) -> str:

@@ -16,7 +16,7 @@ import torch
 from cityscapesscripts.helpers.labels import labels as _CS_LABELS
 from torch.utils.data import Dataset
 
-from diffseg.data.checks import pair_files, require_dir
+from diffseg.data.checks import check_label_values, pair_files, require_dir
 from diffseg.data.transforms import IGNORE_INDEX, read_pair
 
 _IMG_SUFFIX = "_leftImg8bit.png"
@@ -113,6 +113,7 @@ class Cityscapes(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         item_id, img_path, ann_path = self.files[index]
         image, raw = read_pair(img_path, ann_path)
+        check_label_values(raw, ann_path, self.raw_valid_values(ann_path), self.describe_valid_values(ann_path))
         labels = self.encode(raw, ann_path)
         item = {"image": image, "mask": torch.from_numpy(labels.astype(np.int64)), "id": item_id}
         return self.transform(item) if self.transform is not None else item
