@@ -34,7 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # overrides may stand between options (`train --out r unet.width=32 --profile cpu train.ema=false`):
+        # argparse gives the first block to `overrides` and leaves later ones over; they are overrides too
+        if hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
+            args.overrides = [*(args.overrides or []), *extra]
+        else:
+            parser.parse_args(argv)  # argparse's own one-line error for what is truly unknown (exits 2)
     try:
         result = args.func(args)
     except (FileNotFoundError, ValueError, KeyError) as e:

@@ -388,7 +388,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist")
-        loaded = yaml.safe_load(path.read_text())
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise ConfigError(
+                f"{path} is not valid YAML{where}: {getattr(e, 'problem', None) or e}"
+            ) from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(
                 f"{path}: expected a YAML mapping at the top level, got {type(loaded).__name__}"

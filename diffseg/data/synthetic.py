@@ -420,6 +420,7 @@ def write_synthetic(
     root.parent.mkdir(parents=True, exist_ok=True)
     draw, paths, fmt = _WRITERS[layout]
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the published dataset is for everyone to read
     try:
         for split_idx, (split, n) in enumerate((("train", n_train), ("val", n_val))):
             for i in range(n):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import time
 from pathlib import Path
 
 import ignite.distributed as idist
 from ignite.engine import Engine, Events
 
+from diffseg.atomic import atomic_write_text
 from diffseg.config import ExperimentConfig
 
 
@@ -17,6 +19,7 @@ def attach_logging(trainer: Engine, run_dir: Path, cfg: ExperimentConfig, progre
     if idist.get_rank() != 0:
         return
     csv_path = run_dir / "log.csv"
+    _drop_rows_after(csv_path, desc, trainer.state.iteration)
 
     @trainer.on(Events.ITERATION_COMPLETED(every=max(1, cfg.train.log_every)) | Events.COMPLETED)
     def _write_csv(engine: Engine) -> None:
@@ -64,3 +67,18 @@ def attach_logging(trainer: Engine, run_dir: Path, cfg: ExperimentConfig, progre
         from ignite.handlers import ProgressBar
 
         ProgressBar(desc=desc, persist=False).attach(trainer, output_transform=lambda o: {"loss": o["loss"]})
+
+
+def _drop_rows_after(csv_path: Path, job: str, iteration: int) -> None:
+    """Forget ``job``'s rows past ``iteration``: a run resumed from an older checkpoint (the newest was truncated)
+    logs those iterations again, and the log should hold each once."""
+    if not csv_path.exists():
+        return
+    with csv_path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    keep = [r for r in rows[1:] if not (r and r[0] == job and int(r[1]) > iteration)]
+    if len(keep) == len(rows) - 1:
+        return
+    buf = io.StringIO()
+    csv.writer(buf).writerows([rows[0], *keep])
+    atomic_write_text(csv_path, buf.getvalue())

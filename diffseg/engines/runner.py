@@ -162,9 +162,11 @@ def training(
             trainer.run(train_loader, max_epochs=1, epoch_length=stages.total)
         except NanLossError as e:
             last = _checkpoint_files(ckpt_dir)
+            hint = "lower optim.lr" if cfg.optim.grad_clip else "lower optim.lr or set optim.grad_clip"
             raise NanLossError(
-                f"{e}; training stopped. The last good checkpoint is {last[0] if last else 'none'} "
-                f"(lower optim.lr or set optim.grad_clip)"
+                f"{e}; training stopped ({hint}). The newest checkpoint is "
+                f"{last[0] if last else 'none'}; weights may have diverged before the loss did, so resume from an "
+                f"earlier one if it fails again"
             ) from None
         if stop_after is not None and trainer.state.iteration < stages.total:
             _save(trainer)

@@ -24,6 +24,26 @@ from diffseg.study.store import _runs_dir, _store
 
 def _init_worker() -> None:
     torch.set_num_threads(1)  # one thread per process: the processes, not threads, fill the cores
+    _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this worker when the sweep process dies, even by SIGKILL (which runs no handler), so
+    a killed sweep leaves no worker training and writing rows behind. A no-op elsewhere."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() == 1:  # the parent died before the call: nobody is left to wait for this worker
+        os._exit(1)
 
 
 def _job_label(cfg: ExperimentConfig, labels: Mapping[str, Any] | None = None) -> str:
