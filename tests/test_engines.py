@@ -156,11 +156,29 @@ def test_two_gloo_processes_equal_one(tmp_path, finished_run, data_root) -> None
     assert single["base"]["mBIoU"] == pytest.approx(one["base"]["mBIoU"], abs=1e-9)
 
 
-def test_changed_config_refuses_to_resume(finished_run, data_root) -> None:
+def test_a_finished_run_is_never_changed(finished_run, data_root) -> None:
+    """A changed config on a finished run is refused, also with --allow-config-change, and config.yaml stays."""
     run_dir, _ = finished_run
+    before = (run_dir / "config.yaml").read_bytes()
     cfg = apply_overrides(load_refiner_from_run(run_dir)[0], ["unet.width=8"])
-    with pytest.raises(ValueError, match=r"different config.*unet\.width.*--allow-config-change"):
-        training(cfg, run_dir, progress=False)
+    for allow in (False, True):
+        with pytest.raises(
+            ValueError, match=r"finished run with a different config.*unet\.width.*new run folder"
+        ):
+            training(cfg, run_dir, progress=False, allow_config_change=allow)
+    assert (run_dir / "config.yaml").read_bytes() == before
+
+
+def test_changed_config_refuses_to_resume_an_unfinished_run_unless_allowed(tmp_path, data_root) -> None:
+    cfg = tiny_cfg(data_root)
+    run_dir = tmp_path / "r"
+    assert "interrupted_at" in training(cfg, run_dir, progress=False, stop_after=12)
+    changed = apply_overrides(cfg, ["train.log_every=1", "train.stage2_iterations=12"])
+    with pytest.raises(ValueError, match=r"different config.*stage2_iterations.*--allow-config-change"):
+        training(changed, run_dir, progress=False)
+    res = training(changed, run_dir, progress=False, allow_config_change=True)
+    assert "refined" in res
+    assert "train.stage2_iterations: 10 -> 12" in (run_dir / "config_changes.log").read_text()
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path, finished_run) -> None:
