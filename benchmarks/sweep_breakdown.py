@@ -89,6 +89,7 @@ def study_breakdown(results: Path, profile: str) -> None:
 def step_anatomy(profile: str, steps: int, noise_object: str, batch_size: int | None = None) -> None:
     from diffseg.config import replace
     from diffseg.engines import build_models, get_dataflow, iteration_seed, make_generator, scaled_lr
+    from diffseg.engines.common import STREAM_REFINER
     from diffseg.profiles import profile_config
 
     torch.set_num_threads(1)  # as a sweep worker
@@ -122,7 +123,7 @@ def step_anatomy(profile: str, steps: int, noise_object: str, batch_size: int | 
         if i == 3:  # warm-up done
             parts.clear()
         batch = timed("data (decode, augment, collate)", next, it)
-        gen = make_generator(iteration_seed(cfg.seed, i, stream=3), device)
+        gen = make_generator(iteration_seed(cfg.seed, i, STREAM_REFINER, 0), device)
         image, mask = batch["image"], batch["mask"]
         features, logits = timed("frozen segmentor forward (no grad)", refiner.base_outputs, image)
         cond = refiner.make_condition(features, logits)

@@ -31,9 +31,9 @@ class ConfigError(ValueError):
 
 @functools.cache
 def _choices() -> dict[str, tuple[str, ...]]:
-    """Enumerated settings, from the registries that define them (imported on first use: they import torch)."""
+    """Enumerated settings, from the registries that define them (imported on first use: they import torch, not the model zoos)."""
     from diffseg.diffusion import KERNELS, SAMPLERS, SCHEDULES
-    from diffseg.models.refiner import CONDITIONS, NOISE_OBJECTS
+    from diffseg.models.options import CONDITIONS, NOISE_OBJECTS
 
     return {
         "data.dataset": ("ade20k", "cityscapes"),
@@ -206,7 +206,7 @@ class TrainConfig:
     log_every: int = 50
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     channels_last: bool = True  # on CUDA
-    compile: bool = False
+    compile: bool = False  # torch.compile the denoiser (worth it on CUDA: benchmarks/train_step.py)
 
     def __post_init__(self) -> None:
         for key in ("stage1_iterations", "stage2_iterations", "checkpoint_every", "eval_every", "log_every"):

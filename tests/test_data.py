@@ -182,7 +182,9 @@ def test_build_dataset_writes_synthetic_once_and_picks_the_pipeline(tmp_path):
     item = val[0]
     assert item["image"].shape == (3, 64, 128) and item["mask"].shape == (64, 128)
     assert item["valid_hw"].tolist() == [64, 128]
-    with pytest.raises(ValueError, match="unknown dataset 'coco'.*ade20k, cityscapes"):
+    with pytest.raises(
+        ValueError, match="'data.dataset' = 'coco' is not valid; valid values: ade20k, cityscapes"
+    ):
         build_dataset(DataConfig(dataset="coco"), "train", train=True)
     assert set(DATASETS) == {"ade20k", "cityscapes"}
 

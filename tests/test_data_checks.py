@@ -104,6 +104,25 @@ def test_label_values_out_of_range_named(tiny, tmp_path, name, bad):
         check_dataset(name, root)
 
 
+@pytest.mark.parametrize("with_ignore", [False, True])
+def test_train_ids_saved_under_the_label_ids_name_are_recognised(tiny, tmp_path, with_ignore):
+    """trainIds pngs named *_gtFine_labelIds.png decode to wrong classes; with no 255 every value is in range."""
+    from diffseg.data.cityscapes import LABEL_ID_TO_TRAIN_ID
+
+    root = _copy(tiny, "cityscapes", tmp_path)
+    anns = sorted((root / "gtFine" / "train").glob("*/*_gtFine_labelIds.png"))
+    for ann in anns:
+        train_ids = LABEL_ID_TO_TRAIN_ID[np.asarray(Image.open(ann))]
+        if not with_ignore:
+            train_ids = np.where(train_ids == 255, 0, train_ids).astype(np.uint8)
+        Image.fromarray(train_ids).save(ann)
+    expected = "holds 255, the trainIds ignore value" if with_ignore else "holds only values 0..18"
+    with pytest.raises(DatasetError, match=rf"{expected}.*_gtFine_labelTrainIds\.png"):
+        check_dataset("cityscapes", root, ["train"])
+    val = check_dataset("cityscapes", root, ["val"])  # the untouched split holds real labelIds
+    assert val["splits"]["val"]["count"] == 2
+
+
 def test_empty_split_named(tiny, tmp_path):
     root = _copy(tiny, "cityscapes", tmp_path)
     for sub in ("leftImg8bit/val", "gtFine/val"):
@@ -140,6 +159,7 @@ def test_training_reads_refuse_label_values_outside_the_encoding(tmp_path) -> No
     raw[0, :3] = 200
     Image.fromarray(raw).save(ann)
     with pytest.raises(
-        DatasetError, match=rf"{ann.name} holds label value\(s\) 200 outside .*0 \(other\) \.\. 150"
+        DatasetError,
+        match=rf"{ann.name} holds label value\(s\) 200 \(1 in all\) outside .*0 \(other\) \.\. 150",
     ):
         ds[0]

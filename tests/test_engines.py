@@ -181,6 +181,18 @@ def test_changed_config_refuses_to_resume_an_unfinished_run_unless_allowed(tmp_p
     assert "train.stage2_iterations: 10 -> 12" in (run_dir / "config_changes.log").read_text()
 
 
+def test_train_compile_compiles_the_denoiser(tmp_path, data_root, monkeypatch) -> None:
+    compiled = []
+    monkeypatch.setattr(
+        torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(type(self).__name__)
+    )
+    cfg = tiny_cfg(
+        data_root, **{"train.compile": True, "train.stage1_iterations": 2, "train.stage2_iterations": 0}
+    )
+    training(cfg, tmp_path / "c", progress=False, evaluate_at_end=False)
+    assert compiled == ["Denoiser"]
+
+
 def test_checkpoint_of_another_model_is_refused(tmp_path, finished_run) -> None:
     run_dir, _ = finished_run
     other = tmp_path / "other"
@@ -236,7 +248,7 @@ def test_nan_loss_stops_with_iteration_and_keeps_last_checkpoint(tmp_path, data_
 
     monkeypatch.setattr(MaskPriorRefiner, "loss", diverging_loss)
     cfg = tiny_cfg(data_root, **{"train.checkpoint_every": 5})
-    with pytest.raises(NanLossError, match=r"at iteration 7.*last good checkpoint is .*checkpoint_5\.pt"):
+    with pytest.raises(NanLossError, match=r"at iteration 7.*newest checkpoint is .*checkpoint_5\.pt"):
         training(cfg, tmp_path / "nan", progress=False)
     state, _ = load_latest_checkpoint(tmp_path / "nan" / "checkpoints")
     assert state["iteration"] == 5 and all(torch.isfinite(v).all() for v in state["denoiser"].values())

@@ -80,6 +80,12 @@ def _open_fully(path: Path) -> Image.Image:
     return img
 
 
+def _encoding_problem(cls: Any, values: dict[Path, set[int]]) -> str | None:
+    """The dataset's own diagnosis of annotations in another encoding (``encoding_problem``), where it has one."""
+    diagnose = getattr(cls, "encoding_problem", None)
+    return diagnose(values) if diagnose else None
+
+
 def check_dataset(
     name: str, root: str | Path, splits: list[str] | tuple[str, ...] | None = None
 ) -> dict[str, Any]:
@@ -111,6 +117,7 @@ def check_dataset(
         files = cls.list_files(root, split)
         sizes: Counter[str] = Counter()
         hist = np.zeros(256, dtype=np.int64)
+        present: dict[Path, set[int]] = {}
         for _, img_path, ann_path in files:
             img = _open_fully(img_path)
             ann = _open_fully(ann_path)
@@ -124,15 +131,21 @@ def check_dataset(
                     f"annotation {ann_path} has mode {ann.mode}; expected a single-channel label png"
                 )
             raw = np.asarray(ann)
-            values = np.unique(raw)
-            bad = sorted(int(v) for v in set(values.tolist()) - set(cls.raw_valid_values(ann_path)))
+            values = set(np.unique(raw).tolist())
+            present[ann_path] = values
+            bad = sorted(int(v) for v in values - set(cls.raw_valid_values(ann_path)))
             if bad:
                 raise DatasetError(
-                    f"label value(s) {bad} in {ann_path} are outside the {name} range; expected "
+                    _encoding_problem(cls, {ann_path: values})
+                    or f"label value(s) {bad} in {ann_path} are outside the {name} range; expected "
                     f"{cls.describe_valid_values(ann_path)}"
                 )
             sizes[f"{img.size[1]}x{img.size[0]}"] += 1
             hist += np.bincount(cls.encode(raw, ann_path).ravel(), minlength=256)[:256]
+        # Some mistakes show only across files: a whole split in another encoding with every value in range.
+        problem = _encoding_problem(cls, present)
+        if problem:
+            raise DatasetError(problem)
         label_hist = {n: int(hist[i]) for i, n in enumerate(cls.CLASS_NAMES)}
         label_hist["ignore"] = int(hist[255])
         summary["splits"][split] = {"count": len(files), "image_sizes": dict(sizes), "label_hist": label_hist}

@@ -103,6 +103,30 @@ class Cityscapes(Dataset):
         return f"official Cityscapes labelIds {LABEL_IDS[0]}..{LABEL_IDS[-1]}"
 
     @staticmethod
+    def encoding_problem(values: dict[Path, set[int]]) -> str | None:
+        """What is wrong with the encoding of a split's annotations (``{path: values present}``), or None.
+
+        A trainIds png saved under the labelIds name decodes to wrong classes without any value out of range
+        when it holds no 255. Real labelIds scenes always hold an id above 18 (sky 23, vegetation 21, car 26, ...),
+        so a labelIds split in which no file does is read as trainIds under the wrong name.
+        """
+        named_ids = {p: v for p, v in values.items() if not _is_train_ids(p)}
+        if named_ids and all(max(v, default=0) <= max(TRAIN_IDS[:-1]) for v in named_ids.values()):
+            first = sorted(named_ids)[0]
+            return (
+                f"every {_ID_SUFFIX} file of this split ({len(named_ids)}, e.g. {first}) holds only values 0..18: "
+                f"these look like trainIds saved under the labelIds name; name them "
+                f"{first.name.replace(_ID_SUFFIX, _TRAIN_ID_SUFFIX)} (trainIds) or use the official labelIds files"
+            )
+        with_255 = sorted(p for p, v in named_ids.items() if 255 in v)
+        if with_255:
+            return (
+                f"{with_255[0]} holds 255, the trainIds ignore value, which no labelIds file holds: a trainIds file "
+                f"saved under the labelIds name? name it {with_255[0].name.replace(_ID_SUFFIX, _TRAIN_ID_SUFFIX)}"
+            )
+        return None
+
+    @staticmethod
     def encode(raw: np.ndarray, ann_path: Path) -> np.ndarray:
         """Annotation (H, W) uint8 -> trainIds (H, W) uint8, 255 = ignore."""
         return raw if _is_train_ids(ann_path) else LABEL_ID_TO_TRAIN_ID[raw]

@@ -10,7 +10,7 @@ from ignite.engine import Engine, Events
 
 from diffseg.config import ExperimentConfig
 from diffseg.engines.checkpoints import load_latest_checkpoint, save_checkpoint
-from diffseg.engines.common import iteration_seed, resolve_device
+from diffseg.engines.common import STREAM_BASE_INIT, iteration_seed, resolve_device
 from diffseg.engines.dataflow import get_dataflow
 from diffseg.engines.evaluation import evaluate_models
 from diffseg.engines.run_log import attach_logging
@@ -38,7 +38,7 @@ def train_base_segmentor(
     state, _ = load_latest_checkpoint(ckpt_dir) if ckpt_dir.exists() else (None, None)
     start = int(state["iteration"]) if state else 0
     train_loader, _, val_ds = get_dataflow(cfg, iters, start_iter=start, seed_offset=17)
-    torch.manual_seed(iteration_seed(cfg.seed, 0, stream=9))
+    torch.manual_seed(iteration_seed(cfg.seed, 0, STREAM_BASE_INIT))
     seg = build_segmentor(cfg.segmentor.name, val_ds.num_classes, weights=None, frozen=False).to(device)
     lr = cfg.segmentor.lr * cfg.data.batch_size * idist.get_world_size() / cfg.optim.reference_batch
     opt = torch.optim.AdamW(seg.parameters(), lr=lr, weight_decay=cfg.segmentor.weight_decay)

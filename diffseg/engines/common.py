@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import ignite.distributed as idist
+import numpy as np
 import torch
 from torch import nn
 
@@ -26,9 +27,24 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def iteration_seed(seed: int, iteration: int, stream: int = 0) -> int:
-    """A seed for (run seed, iteration, stream): every random draw of an iteration is a pure function of these."""
-    return (seed * 1_000_003 + iteration * 7_919 + stream * 104_729) % (2**62)
+# The random streams of a run, one per kind of draw; a stream's seeds never collide with another's.
+STREAM_EPOCH_ORDER = 1  # the permutation of the training split for one epoch
+STREAM_AUGMENT = 2  # one training item's augmentation, keyed by its position in the global batch
+STREAM_REFINER = 3  # one rank's timesteps, prior sample and forward noise for one refiner iteration
+STREAM_EVAL = 5  # one rank's sampler noise for one evaluation batch
+STREAM_BASE_INIT = 9  # the base segmentor's initial weights
+STREAM_REFINER_INIT = 11  # the denoiser's (and frozen embedding's) initial weights
+
+
+def iteration_seed(seed: int, iteration: int, stream: int = 0, *keys: int) -> int:
+    """A seed for (run seed, iteration, stream, *keys): every random draw is a pure function of these.
+
+    ``keys`` tell apart the draws of one iteration: the rank for per-process draws, the position in the global
+    batch for per-item draws. The tuple is hashed by numpy's ``SeedSequence``, so distinct tuples give independent
+    seeds (a linear mix of the numbers made item 1's augmentation seed equal to the refiner's stream).
+    """
+    words = [int(seed) % 2**63, int(iteration), int(stream), *(int(k) for k in keys)]
+    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> np.uint64(2))
 
 
 def make_generator(seed: int, device: torch.device) -> torch.Generator:

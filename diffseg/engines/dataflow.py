@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from diffseg.config import ExperimentConfig
-from diffseg.engines.common import iteration_seed, make_generator
+from diffseg.engines.common import STREAM_AUGMENT, STREAM_EPOCH_ORDER, iteration_seed, make_generator
 
 
 class IterationSampler(Sampler[list[int]]):
@@ -41,7 +41,9 @@ class IterationSampler(Sampler[list[int]]):
             self._perm_cache = {
                 epoch: torch.randperm(
                     self.n,
-                    generator=make_generator(iteration_seed(self.seed, epoch, stream=1), torch.device("cpu")),
+                    generator=make_generator(
+                        iteration_seed(self.seed, epoch, STREAM_EPOCH_ORDER), torch.device("cpu")
+                    ),
                 )
             }
         return self._perm_cache[epoch]
@@ -57,7 +59,13 @@ class IterationSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         for i in range(self.start, self.total):
-            yield [(idx, iteration_seed(self.seed, i, stream=2 + j)) for j, idx in enumerate(self.batch(i))]
+            # Items are keyed by their position in the global batch: under DDP, rank r's item j draws what item
+            # r * B + j draws in one process with the global batch.
+            first = self.rank * self.bs
+            yield [
+                (idx, iteration_seed(self.seed, i, STREAM_AUGMENT, first + j))
+                for j, idx in enumerate(self.batch(i))
+            ]
 
     def __len__(self) -> int:
         return max(0, self.total - self.start)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
@@ -13,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from diffseg.config import ExperimentConfig
-from diffseg.engines.common import _to_device, iteration_seed, make_generator
+from diffseg.engines.common import STREAM_EVAL, _to_device, iteration_seed, make_generator
 from diffseg.engines.dataflow import metric_ignore_index
 from diffseg.metrics import SegMetrics, all_reduce_
 
@@ -204,7 +205,9 @@ def create_evaluator(
 
     def step(engine: Engine, batch: dict[str, Any]) -> None:
         batch = _to_device(batch, device)
-        gen = make_generator(iteration_seed(seed, engine.state.iteration, stream=5), device)
+        gen = make_generator(
+            iteration_seed(seed, engine.state.iteration, STREAM_EVAL, idist.get_rank()), device
+        )
         base, collected = predict(refiner, segmentor, batch, cfg, gen, multi_scale, steps)
         target = batch["mask"]
         metrics["base"].update(base.argmax(1), target)

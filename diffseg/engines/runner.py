@@ -28,6 +28,7 @@ from diffseg.engines.checkpoints import (
     save_checkpoint,
 )
 from diffseg.engines.common import (
+    STREAM_REFINER_INIT,
     NanLossError,
     _unwrap,
     _Unwrapped,
@@ -61,7 +62,7 @@ def build_models(cfg: ExperimentConfig, device: torch.device, base_weights: str 
     from diffseg.segmentors import build_segmentor
 
     segmentor = build_segmentor(cfg.segmentor.name, num_classes, weights=base_weights, frozen=True).to(device)
-    torch.manual_seed(iteration_seed(cfg.seed, 0, stream=11))  # the denoiser's (and frozen embedding's) init
+    torch.manual_seed(iteration_seed(cfg.seed, 0, STREAM_REFINER_INIT))
     refiner = build_refiner(cfg, segmentor).to(device)
     return segmentor, refiner
 
@@ -123,6 +124,8 @@ def training(
         if ema is not None:
             # A stage-1 state has no EMA yet: EMA starts from the stage-1 weights, as in an unshared run.
             ema.ema_model.load_state_dict(state["ema"] if state.get("ema") is not None else state["denoiser"])
+    if cfg.train.compile:
+        refiner.denoiser.compile()  # in place: state-dict keys (EMA, checkpoints) unchanged; the base stays eager
     if idist.get_world_size() > 1:
         refiner.denoiser = idist.auto_model(refiner.denoiser)
 

@@ -11,7 +11,14 @@ from ignite.engine import Engine
 from torch import nn
 
 from diffseg.config import ExperimentConfig
-from diffseg.engines.common import NanLossError, _autocast, _to_device, iteration_seed, make_generator
+from diffseg.engines.common import (
+    STREAM_REFINER,
+    NanLossError,
+    _autocast,
+    _to_device,
+    iteration_seed,
+    make_generator,
+)
 from diffseg.engines.schedule import Stages, set_lr, stage_lr_factor
 
 
@@ -94,7 +101,8 @@ def create_refiner_trainer(
             ),
         )
         batch = _to_device(batch, device, cfg.train.channels_last)
-        gen = make_generator(iteration_seed(cfg.seed, it, stream=3), device)
+        # Each rank its own stream: under DDP the ranks draw independent timesteps and noise.
+        gen = make_generator(iteration_seed(cfg.seed, it, STREAM_REFINER, idist.get_rank()), device)
         refiner.denoiser.train()
         with _autocast(device, cfg.train.amp):
             with torch.no_grad():

@@ -27,11 +27,10 @@ from torch import nn
 
 from diffseg.config import ExperimentConfig
 from diffseg.diffusion import guided, kernel_from_config, sample
+from diffseg.models.options import CONDITIONS, NOISE_OBJECTS
 from diffseg.models.unet import UNet
 from diffseg.segmentors.base import Segmentor, check_image
 
-CONDITIONS: tuple[str, ...] = ("features", "logits", "mask")
-NOISE_OBJECTS: tuple[str, ...] = ("gt", "base", "first")
 IGNORE_INDEX = 255
 
 
