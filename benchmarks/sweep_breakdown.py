@@ -155,8 +155,8 @@ def _seconds_per_evaluation(models, cfg, loader, val_ds, steps: str, resize, rep
 
     segmentor, refiner = models
     device = torch.device("cpu")
-    kept = evaluation._resize
-    evaluation._resize = resize
+    kept = evaluation.resize_bilinear
+    evaluation.resize_bilinear = resize
     try:
         evaluation.evaluate_models(refiner, segmentor, cfg, loader, val_ds, device, steps=steps)
         t0 = time.perf_counter()
@@ -164,7 +164,7 @@ def _seconds_per_evaluation(models, cfg, loader, val_ds, steps: str, resize, rep
             evaluation.evaluate_models(refiner, segmentor, cfg, loader, val_ds, device, steps=steps)
         return (time.perf_counter() - t0) / repeats
     finally:
-        evaluation._resize = kept
+        evaluation.resize_bilinear = kept
 
 
 def curve_point_cost(profile: str, repeats: int) -> None:
@@ -179,7 +179,7 @@ def curve_point_cost(profile: str, repeats: int) -> None:
 
     from diffseg import curves, engines
     from diffseg.config import replace
-    from diffseg.engines.evaluation import _resize
+    from diffseg.engines.evaluation import resize_bilinear
     from diffseg.profiles import profile_config
 
     def always(x, size):  # the previous resize: interpolate even at equal size
@@ -198,8 +198,8 @@ def curve_point_cost(profile: str, repeats: int) -> None:
         ecfg = curves.eval_config(cfg, 2)
         strict = replace(ecfg, eval=replace(ecfg.eval, sampler="strict"))
         before = _seconds_per_evaluation(models, ecfg, loader, val_ds, "all", always, repeats)
-        now = _seconds_per_evaluation(models, ecfg, loader, val_ds, "ends", _resize, repeats)
-        extra = _seconds_per_evaluation(models, strict, loader, val_ds, "last", _resize, repeats)
+        now = _seconds_per_evaluation(models, ecfg, loader, val_ds, "ends", resize_bilinear, repeats)
+        extra = _seconds_per_evaluation(models, strict, loader, val_ds, "last", resize_bilinear, repeats)
         print(f"| {dataset} | {before:.2f} | {now:.2f} | {before / now:.2f}x | {extra:.2f} |")
     print()
 

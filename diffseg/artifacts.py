@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from diffseg.config import ExperimentConfig
+from diffseg.data.transforms import pad_to_multiple
 from diffseg.diffusion.samplers import get_sampler, make_step_grid
 
 
@@ -35,19 +36,18 @@ def trace(
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """The sampler's loop, keeping its inputs: (x_t per step (B,h,w), x0 logits per step (B,K,h,w)).
 
-    Uses the sampler's own ``next_input`` so the trajectory is exactly what ``refine`` computes.
+    Consumes the sampler's own loop (``Sampler.steps``), so the trajectory is exactly what ``refine`` computes.
     """
-    runner = get_sampler(sampler)
-    x = refiner.kernel.prior_sample(shape, generator=generator, device=cond.device)
-    xs, logits_all = [], []
+    x_T = refiner.kernel.prior_sample(shape, generator=generator, device=cond.device)
     cond_projection = refiner.denoiser.project_condition(cond)  # as refine() does
-    for i, t in enumerate(grid):
-        t_vec = torch.full((shape[0],), t, dtype=torch.long, device=cond.device)
-        logits = refiner.denoise(x, t_vec, cond, cond_projection)
-        xs.append(x)
+
+    def denoise_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return refiner.denoise(x_t, t, cond, cond_projection)
+
+    xs, logits_all = [], []
+    for _, x_t, logits in get_sampler(sampler).steps(denoise_fn, refiner.kernel, x_T, grid, generator):
+        xs.append(x_t)
         logits_all.append(logits)
-        if i + 1 < len(grid):
-            x = runner.next_input(refiner.kernel, x, logits, t, grid[i + 1], generator)
     return xs, logits_all
 
 
@@ -87,8 +87,7 @@ def make_artifacts(
         image = image[..., :vh, :vw]
     h0, w0 = gt.shape[-2:]
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 123)
-    pad_h, pad_w = (-image.shape[-2]) % 32, (-image.shape[-1]) % 32
-    padded = F.pad(image, (0, pad_w, 0, pad_h))
+    padded = pad_to_multiple(image)
     features, logits = refiner.base_outputs(padded)
     cond = refiner.make_condition(features, logits)
     h, w = logits.shape[-2:]

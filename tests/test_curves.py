@@ -147,13 +147,13 @@ def test_an_equal_size_resize_is_the_identity_it_skips():
     import torch
     import torch.nn.functional as F
 
-    from diffseg.engines.evaluation import _resize
+    from diffseg.engines.evaluation import resize_bilinear
 
     x = torch.randn(2, 5, 12, 20)
     same = F.interpolate(x, size=(12, 20), mode="bilinear", align_corners=False)
-    assert torch.equal(same, x) and _resize(x, (12, 20)) is x
+    assert torch.equal(same, x) and resize_bilinear(x, (12, 20)) is x
     assert torch.equal(
-        _resize(x, (24, 40)), F.interpolate(x, size=(24, 40), mode="bilinear", align_corners=False)
+        resize_bilinear(x, (24, 40)), F.interpolate(x, size=(24, 40), mode="bilinear", align_corners=False)
     )
 
 

@@ -236,3 +236,20 @@ def test_condition_projection_gives_the_denoisers_output(segmentor, kernel: str)
     torch.testing.assert_close(split, full, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="condition must have shape"):
         refiner.denoiser.project_condition(features[:, :-1])  # a wrong slice of weights would pass silently
+
+
+@pytest.mark.parametrize("sampler", ["free_renoise", "strict"])
+def test_the_trajectory_figure_shows_what_refine_computes(segmentor, sampler: str) -> None:
+    """``artifacts.trace`` consumes the sampler's loop: its x0 logits are ``refine``'s, step for step."""
+    from diffseg.artifacts import trace
+
+    refiner = _refiner(segmentor).eval()
+    image = _batch()["image"]
+    features, logits = refiner.base_outputs(image)
+    cond = refiner.make_condition(features, logits)
+    grid = make_step_grid(T, 4)
+    xs, traced = trace(refiner, cond, (2, *logits.shape[-2:]), grid, sampler, _gen(5))
+    refined = refiner.refine(image, sampler=sampler, steps=grid, generator=_gen(5))
+    assert len(xs) == len(traced) == len(refined) == len(grid)
+    for a, (_, b) in zip(traced, refined):
+        assert torch.allclose(a, b, atol=1e-5)

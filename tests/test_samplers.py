@@ -254,3 +254,23 @@ def test_runs_on_cuda_with_a_cuda_generator(kernel_name: str) -> None:
         assert out[-1][1].device.type == "cuda" and torch.equal(out[-1][1].argmax(1), x0)
     with pytest.raises(ValueError, match="generator"):
         sample(oracle, kernel, SHAPE, 5, "strict", torch.Generator().manual_seed(0), device="cuda")
+
+
+@pytest.mark.parametrize("kernel_name", KERNEL_NAMES)
+@pytest.mark.parametrize("name", MULTI_STEP)
+def test_steps_is_the_loop_every_sampler_runs(kernel_name: str, name: str) -> None:
+    """``Sampler.steps`` yields (t, x_t, logits) with x_t the network's input; ``__call__`` is that loop."""
+    kernel = make_kernel(kernel_name)
+    net = InputDependent(kernel)
+    grid = make_step_grid(T, 4)
+    x_T = kernel.prior_sample(SHAPE, generator=torch.Generator().manual_seed(1))
+    runner = get_sampler(name)
+    yielded = list(runner.steps(net, kernel, x_T, grid, torch.Generator().manual_seed(2)))
+    called = runner(net, kernel, x_T, grid, torch.Generator().manual_seed(2))
+    assert [t for t, _, _ in yielded] == [t for t, _ in called] == grid
+    assert torch.equal(yielded[0][1], x_T)
+    for (_, x_t, logits), (t, expected) in zip(yielded, called):
+        assert torch.equal(logits, expected)
+        assert torch.equal(net(x_t, torch.full((SHAPE[0],), t)), logits)  # x_t is what the network saw
+    last = runner(net, kernel, x_T, grid, torch.Generator().manual_seed(2), collect="last")
+    assert len(last) == 1 and torch.equal(last[0][1], called[-1][1])

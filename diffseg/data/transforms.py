@@ -167,6 +167,13 @@ def pad_to(image: torch.Tensor, mask: torch.Tensor | None, size: tuple[int, int]
     return image, mask
 
 
+def pad_to_multiple(image: torch.Tensor, multiple: int = 32) -> torch.Tensor:
+    """Pad (..., H, W) with 0 on the bottom/right so that H and W divide by ``multiple``: the one rule by which
+    the test transform, the evaluator (whole image or window) and the artifacts feed a segmentor."""
+    h, w = image.shape[-2:]
+    return pad_to(image, None, (math.ceil(h / multiple) * multiple, math.ceil(w / multiple) * multiple))[0]
+
+
 class _Seeded:
     def __init__(self, seed: int) -> None:
         self.generator = torch.Generator().manual_seed(seed)
@@ -233,10 +240,7 @@ class TestTransform:
     def __call__(self, item: dict[str, Any], generator: torch.Generator | None = None) -> dict[str, Any]:
         image = item["image"]
         size = keep_ratio_size(image.shape[1], image.shape[2], self.scale)
-        image = normalize(resize_image(image, size))
-        d = self.size_divisor
-        padded = (math.ceil(size[0] / d) * d, math.ceil(size[1] / d) * d)
-        image, _ = pad_to(image, None, padded)
+        image = pad_to_multiple(normalize(resize_image(image, size)), self.size_divisor)
         return {**item, "image": image.contiguous(), "valid_hw": torch.tensor(size, dtype=torch.long)}
 
 

@@ -8,7 +8,8 @@ release evaluates mIoU at steps 0, 10, ..., 90 of one pass).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from types import MappingProxyType
 
 import torch
@@ -79,6 +80,30 @@ class Sampler:
         """The input at level s (< t) from the current input ``x_t`` and its x0 logits."""
         raise NotImplementedError
 
+    def steps(
+        self,
+        denoise_fn: DenoiseFn,
+        kernel: Kernel,
+        x_T: torch.Tensor,
+        grid: list[int],
+        generator: torch.Generator | None = None,
+    ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """The denoising loop, one network evaluation at a time: yields ``(t, x_t, x0 logits (B, K, H, W))``.
+
+        The one owner of the loop: ``__call__`` (and so ``sample`` and ``refine``) and the trajectory figures
+        (``diffseg.artifacts.trace``) consume it. The next input is drawn only when the consumer asks for the
+        next step, so a consumer that stops early spends no further evaluations.
+        """
+        if self.first_only:
+            grid = grid[:1]
+        x_t = x_T
+        for i, t in enumerate(grid):
+            t_vec = torch.full((x_t.shape[0],), t, dtype=torch.long, device=x_t.device)
+            logits = denoise_fn(x_t, t_vec)
+            yield t, x_t, logits
+            if i + 1 < len(grid):
+                x_t = self.next_input(kernel, x_t, logits, t, grid[i + 1], generator)
+
     def __call__(
         self,
         denoise_fn: DenoiseFn,
@@ -88,18 +113,9 @@ class Sampler:
         generator: torch.Generator | None = None,
         collect: str = "all",
     ) -> Collected:
-        if self.first_only:
-            grid = grid[:1]
-        out: Collected = []
-        x_t = x_T
-        for i, t in enumerate(grid):
-            t_vec = torch.full((x_t.shape[0],), t, dtype=torch.long, device=x_t.device)
-            logits = denoise_fn(x_t, t_vec)
-            if collect == "all" or i == len(grid) - 1:
-                out.append((t, logits))
-            if i + 1 < len(grid):
-                x_t = self.next_input(kernel, x_t, logits, t, grid[i + 1], generator)
-        return out
+        """``[(t, x0 logits), ...]`` of every evaluation (``collect="all"``) or of the final one (``"last"``)."""
+        evaluations = ((t, logits) for t, _, logits in self.steps(denoise_fn, kernel, x_T, grid, generator))
+        return list(evaluations) if collect == "all" else list(deque(evaluations, maxlen=1))
 
 
 class Strict(Sampler):

@@ -15,14 +15,14 @@ from diffseg.engines.common import atomic_torch_save
 CHECKPOINT_PREFIX = "checkpoint_"
 
 
-def _checkpoint_files(ckpt_dir: Path) -> list[Path]:
+def checkpoint_files(ckpt_dir: Path) -> list[Path]:
     files = [p for p in ckpt_dir.glob(f"{CHECKPOINT_PREFIX}*.pt")]
     return sorted(files, key=lambda p: int(p.stem[len(CHECKPOINT_PREFIX) :]), reverse=True)
 
 
 def load_latest_checkpoint(ckpt_dir: Path) -> tuple[dict[str, Any] | None, Path | None]:
     """The newest checkpoint that loads; a truncated or corrupt one is reported and the previous one used."""
-    for path in _checkpoint_files(ckpt_dir):
+    for path in checkpoint_files(ckpt_dir):
         try:
             return torch.load(path, map_location="cpu", weights_only=True), path
         except Exception as e:  # noqa: BLE001 - any failure to read means "not usable"
@@ -37,12 +37,12 @@ def save_checkpoint(ckpt_dir: Path, iteration: int, state: dict[str, Any], keep:
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     path = ckpt_dir / f"{CHECKPOINT_PREFIX}{iteration}.pt"
     atomic_torch_save(state, path)
-    for old in _checkpoint_files(ckpt_dir)[keep:]:
+    for old in checkpoint_files(ckpt_dir)[keep:]:
         old.unlink(missing_ok=True)
     return path
 
 
-def _refiner_state(refiner: nn.Module, ema: EMAHandler | None, opt: torch.optim.Optimizer, it: int) -> dict:
+def refiner_state(refiner: nn.Module, ema: EMAHandler | None, opt: torch.optim.Optimizer, it: int) -> dict:
     return {
         "iteration": it,
         "denoiser": refiner.denoiser.state_dict(),

@@ -58,20 +58,20 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def _autocast(device: torch.device, enabled: bool):
+def autocast_context(device: torch.device, enabled: bool):
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-def _to_device(batch: dict[str, Any], device: torch.device, channels_last: bool = False) -> dict[str, Any]:
+def to_device(batch: dict[str, Any], device: torch.device, channels_last: bool = False) -> dict[str, Any]:
     out = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
     if channels_last and device.type == "cuda":
         out["image"] = out["image"].contiguous(memory_format=torch.channels_last)
     return out
 
 
-class _Unwrapped:
+class Unwrapped:
     """A view of the refiner whose ``denoiser`` is the bare module (DDP stripped) for checkpointing."""
 
     def __init__(self, refiner: nn.Module) -> None:
@@ -79,9 +79,9 @@ class _Unwrapped:
 
     def __getattr__(self, name: str) -> Any:
         if name == "denoiser":
-            return _unwrap(self._r.denoiser)
+            return unwrap(self._r.denoiser)
         return getattr(self._r, name)
 
 
-def _unwrap(module: nn.Module) -> nn.Module:
+def unwrap(module: nn.Module) -> nn.Module:
     return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module

@@ -14,15 +14,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from diffseg.config import ExperimentConfig
-from diffseg.engines.common import STREAM_EVAL, _to_device, iteration_seed, make_generator
+from diffseg.data.transforms import pad_to_multiple
+from diffseg.engines.common import STREAM_EVAL, iteration_seed, make_generator, to_device
 from diffseg.engines.dataflow import metric_ignore_index
 from diffseg.metrics import SegMetrics, all_reduce_
-
-
-def _pad_to_multiple(x: torch.Tensor, multiple: int = 32) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    return F.pad(x, (0, pw, 0, ph)) if (ph or pw) else x
 
 
 def _windows(
@@ -54,7 +49,7 @@ def _select_steps(steps: list[Any], which: str) -> list[Any]:
     raise ValueError(f"steps must be one of {', '.join(STEP_SELECTIONS)}, got '{which}'")
 
 
-def _resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+def resize_bilinear(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
     """Bilinear resize (align_corners=False) that skips the identity: at equal size it returns ``x`` itself,
     which is what the interpolation computes there (source index = destination index), without the cost."""
     if tuple(x.shape[-2:]) == tuple(size):
@@ -80,7 +75,7 @@ def _forward_full(
 
     def infer(crop: torch.Tensor) -> tuple[torch.Tensor, list[tuple[int, torch.Tensor]]]:
         ch, cw = crop.shape[-2:]
-        padded = _pad_to_multiple(crop)
+        padded = pad_to_multiple(crop)
         if refiner is None:
             base_logits = segmentor(padded)[1]
             steps: list[tuple[int, torch.Tensor]] = []
@@ -97,7 +92,7 @@ def _forward_full(
             steps = _select_steps(steps, which)
 
         def up(x: torch.Tensor) -> torch.Tensor:
-            return _resize(x.float(), padded.shape[-2:])[..., :ch, :cw]
+            return resize_bilinear(x.float(), padded.shape[-2:])[..., :ch, :cw]
 
         return up(base_logits), [(t, up(lg)) for t, lg in steps]
 
@@ -157,7 +152,7 @@ def predict(
     flips = (False, True) if (multi_scale and cfg.eval.flip) else (False,)
 
     def to_out(x: torch.Tensor, flipped: bool) -> torch.Tensor:
-        x = _resize(x, out_hw)
+        x = resize_bilinear(x, out_hw)
         return x.flip(-1) if flipped else x
 
     base_acc: torch.Tensor | None = None
@@ -204,7 +199,7 @@ def create_evaluator(
     metrics: dict[str, Any] = {"base": SegMetrics(num_classes, ignore_index), "steps": [], "t": []}
 
     def step(engine: Engine, batch: dict[str, Any]) -> None:
-        batch = _to_device(batch, device)
+        batch = to_device(batch, device)
         gen = make_generator(
             iteration_seed(seed, engine.state.iteration, STREAM_EVAL, idist.get_rank()), device
         )

@@ -13,7 +13,7 @@ import ignite.distributed as idist
 from diffseg.config import ExperimentConfig, config_hash, load_config, save_config, to_dict
 
 
-def _resolved_run_dir(run_dir: str | Path, cfg: ExperimentConfig, allow_config_change: bool) -> Path:
+def resolved_run_dir(run_dir: str | Path, cfg: ExperimentConfig, allow_config_change: bool) -> Path:
     """The run folder bound to ``cfg``: created, or resumed when its config matches.
 
     A finished run (``metrics.json`` present) is immutable: a changed config is refused whatever the flags, since
@@ -56,7 +56,7 @@ def _diff_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[s
     return out
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
+def link_or_copy(src: Path, dst: Path) -> None:
     if dst.exists():
         return
     if not src.exists():

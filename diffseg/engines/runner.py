@@ -21,23 +21,23 @@ from diffseg.atomic import atomic_write_text
 from diffseg.config import ExperimentConfig, config_hash, load_config, replace
 from diffseg.engines.base_training import train_base_segmentor
 from diffseg.engines.checkpoints import (
-    _checkpoint_files,
-    _refiner_state,
     check_signature,
+    checkpoint_files,
     load_latest_checkpoint,
+    refiner_state,
     save_checkpoint,
 )
 from diffseg.engines.common import (
     STREAM_REFINER_INIT,
     NanLossError,
-    _unwrap,
-    _Unwrapped,
+    Unwrapped,
     iteration_seed,
     resolve_device,
+    unwrap,
 )
 from diffseg.engines.dataflow import get_dataflow
 from diffseg.engines.evaluation import evaluate_models
-from diffseg.engines.run_folder import _link_or_copy, _resolved_run_dir
+from diffseg.engines.run_folder import link_or_copy, resolved_run_dir
 from diffseg.engines.run_log import attach_logging
 from diffseg.engines.schedule import Stages, build_optimizer, scaled_lr
 from diffseg.engines.trainers import create_refiner_trainer, resume_at
@@ -88,7 +88,7 @@ def training(
     so this gives exactly the weights an unshared run would have: ablation arms share one stage 1, as the release's
     stage-2 trainings all start from one stage-1 checkpoint.
     """
-    run_dir = _resolved_run_dir(run_dir, cfg, allow_config_change)
+    run_dir = resolved_run_dir(run_dir, cfg, allow_config_change)
     metrics_path = run_dir / "metrics.json"
     if metrics_path.exists():
         log.info("%s is complete; returning its metrics", run_dir)
@@ -97,7 +97,7 @@ def training(
     t0 = time.time()
 
     if base_weights is not None:
-        _link_or_copy(Path(base_weights), run_dir / "base.safetensors")
+        link_or_copy(Path(base_weights), run_dir / "base.safetensors")
     base_weights = cfg.segmentor.weights
     if base_weights is None and cfg.segmentor.train_iterations > 0:
         base_weights = str(train_base_segmentor(cfg, run_dir / "base.safetensors", progress, device))
@@ -136,7 +136,7 @@ def training(
 
         @trainer.on(Events.ITERATION_COMPLETED(event_filter=lambda _, i: i == s1))
         def _start_ema(_: Engine) -> None:  # EMA tracks stage 2 only: restart it from the stage-1 weights
-            ema.ema_model.load_state_dict(_unwrap(refiner.denoiser).state_dict())
+            ema.ema_model.load_state_dict(unwrap(refiner.denoiser).state_dict())
 
         ema.attach(
             trainer,
@@ -149,7 +149,7 @@ def training(
             save_checkpoint(
                 ckpt_dir,
                 engine.state.iteration,
-                _refiner_state(_Unwrapped(refiner), ema, opt, engine.state.iteration),
+                refiner_state(Unwrapped(refiner), ema, opt, engine.state.iteration),
             )
 
     if cfg.train.eval_every > 0:
@@ -164,7 +164,7 @@ def training(
         try:
             trainer.run(train_loader, max_epochs=1, epoch_length=stages.total)
         except NanLossError as e:
-            last = _checkpoint_files(ckpt_dir)
+            last = checkpoint_files(ckpt_dir)
             hint = "lower optim.lr" if cfg.optim.grad_clip else "lower optim.lr or set optim.grad_clip"
             raise NanLossError(
                 f"{e}; training stopped ({hint}). The newest checkpoint is "
@@ -178,8 +178,8 @@ def training(
     train_time = time.time() - t0
 
     if ema is not None:
-        _unwrap(refiner.denoiser).load_state_dict(ema.ema_model.state_dict())
-    refiner.denoiser = _unwrap(refiner.denoiser)
+        unwrap(refiner.denoiser).load_state_dict(ema.ema_model.state_dict())
+    refiner.denoiser = unwrap(refiner.denoiser)
     results: dict[str, Any] = {
         "train_time_s": round(train_time, 2),
         "params_base": sum(p.numel() for p in segmentor.parameters()),
@@ -213,7 +213,7 @@ def _attach_refiner_curve(
     def _point(it: int) -> tuple[int, dict[str, float]]:
         stage = stages.stage_of(it - 1)
         wrapped = refiner.denoiser
-        denoiser = _unwrap(wrapped)
+        denoiser = unwrap(wrapped)
         refiner.denoiser = denoiser  # inference calls the bare module's methods; no gradient sync is needed
         training_weights = None
         if ema is not None and stage == 2:  # evaluate what the final evaluation will: the EMA weights

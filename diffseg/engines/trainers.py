@@ -14,10 +14,10 @@ from diffseg.config import ExperimentConfig
 from diffseg.engines.common import (
     STREAM_REFINER,
     NanLossError,
-    _autocast,
-    _to_device,
+    autocast_context,
     iteration_seed,
     make_generator,
+    to_device,
 )
 from diffseg.engines.schedule import Stages, set_lr, stage_lr_factor
 
@@ -53,8 +53,8 @@ def create_base_trainer(
             ),
         )
         model.train()
-        batch = _to_device(batch, device, cfg.train.channels_last)
-        with _autocast(device, cfg.train.amp):
+        batch = to_device(batch, device, cfg.train.channels_last)
+        with autocast_context(device, cfg.train.amp):
             _, logits = model(batch["image"])
             logits = F.interpolate(
                 logits.float(), size=batch["mask"].shape[-2:], mode="bilinear", align_corners=False
@@ -100,11 +100,11 @@ def create_refiner_trainer(
                 cfg.optim.decay_gamma,
             ),
         )
-        batch = _to_device(batch, device, cfg.train.channels_last)
+        batch = to_device(batch, device, cfg.train.channels_last)
         # Each rank its own stream: under DDP the ranks draw independent timesteps and noise.
         gen = make_generator(iteration_seed(cfg.seed, it, STREAM_REFINER, idist.get_rank()), device)
         refiner.denoiser.train()
-        with _autocast(device, cfg.train.amp):
+        with autocast_context(device, cfg.train.amp):
             with torch.no_grad():
                 base = refiner.base_outputs(batch["image"])
             out = refiner.loss(

@@ -57,7 +57,7 @@ def _segs(profile: str, segmentors: tuple[str, ...] | None) -> tuple[str, ...]:
     return tuple(segmentors) if segmentors else SEGMENTORS[profile]
 
 
-def _main_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
+def main_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
     arms = []
     for ds in datasets:
         for seg in _segs(profile, segmentors):
@@ -76,7 +76,7 @@ def _main_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
     return arms
 
 
-def _naive_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
+def naive_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
     arms = []
     seg = _segs(profile, segmentors)[0]
     for ds in datasets:
@@ -118,7 +118,7 @@ NOISE_OBJECTS = ("gt", "base", "first")
 KERNELS = ("uniform", "absorbing", "mask_replace", "gaussian")
 
 
-def _noise_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
+def noise_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
     arms = []
     seg = _segs(profile, segmentors)[0]
     for ds in datasets:
@@ -140,7 +140,7 @@ def step_counts(num_steps: int) -> tuple[int, ...]:
     return tuple(n for n in (2, 5, 10, 20, 100) if n <= num_steps)
 
 
-def _inference_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
+def inference_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
     arms = []
     seg = _segs(profile, segmentors)[0]
     for ds in datasets:
@@ -155,7 +155,7 @@ def _inference_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
     return arms
 
 
-def _schedule_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
+def schedule_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
     arms = []
     seg = _segs(profile, segmentors)[0]
     for ds in datasets:
@@ -171,7 +171,7 @@ def _schedule_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
     return arms
 
 
-def _condition_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
+def condition_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
     arms = []
     seg = _segs(profile, segmentors)[0]
     for ds in datasets:
@@ -191,7 +191,7 @@ def _condition_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
     return arms
 
 
-def _artifact_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
+def artifact_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
     seg = _segs(profile, segmentors)[0]
     return [
         Arm({"arm": "DDPS"}, _cfg(profile, ds, seg, seeds[0]), [EvalSpec()], artifacts=True)
@@ -205,7 +205,7 @@ WIDTHS = (16, 32, 64)
 PAPER_WIDTHS = (128, 256)
 
 
-def _performance_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
+def performance_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
     arms = []
     seg = _segs(profile, segmentors)[0]
     for ds in datasets:

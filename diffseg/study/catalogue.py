@@ -6,14 +6,14 @@ from __future__ import annotations
 from diffseg import profiles
 from diffseg.study.arms import (
     Experiment,
-    _artifact_arms,
-    _condition_arms,
-    _inference_arms,
-    _main_arms,
-    _naive_arms,
-    _noise_arms,
-    _performance_arms,
-    _schedule_arms,
+    artifact_arms,
+    condition_arms,
+    inference_arms,
+    main_arms,
+    naive_arms,
+    noise_arms,
+    performance_arms,
+    schedule_arms,
 )
 
 _ALL = {"smoke": ("ade20k", "cityscapes"), "cpu": ("ade20k", "cityscapes"), "paper": ("ade20k", "cityscapes")}
@@ -31,7 +31,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "",
             "Each base segmentor is frozen; the refiner (uniform kernel, DFP, free re-noising, two stages, EMA) is "
             "trained on top. Single-scale (all steps) and multi-scale + flip (final step).",
-            _main_arms,
+            main_arms,
             {"smoke": 1, "cpu": 3, "paper": 1},
             _ALL,
         ),
@@ -42,7 +42,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "process can make mIoU worse than the base segmentor.",
             "Textbook setups (noise on the ground truth, strict posterior sampling, one training stage; and "
             "Gaussian diffusion on analog bits with DDIM) against the base segmentor and DDPS.",
-            _naive_arms,
+            naive_arms,
             {"smoke": 1, "cpu": 3, "paper": 1},
             _ABL,
         ),
@@ -52,7 +52,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "In training, what the noise is added to matters more than the type of noise.",
             "Noise object {ground truth, base prediction, first prediction (DFP)} x noise type {uniform, absorbing, "
             "mask-and-replace, Gaussian}; free re-noising at inference for all.",
-            _noise_arms,
+            noise_arms,
             {"smoke": 1, "cpu": 3, "paper": 1},
             _ABL,
         ),
@@ -63,7 +63,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "even better.",
             "One trained DDPS model per seed, evaluated with the strict posterior, free re-noising and a single "
             "step, over step grids of several sizes; every evaluation's intermediate steps are recorded.",
-            _inference_arms,
+            inference_arms,
             {"smoke": 1, "cpu": 3, "paper": 1},
             _ABL,
         ),
@@ -72,7 +72,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "Noise schedule and number of steps",
             "",
             "Linear vs cosine cumulative keep-probability, T in {20, 50, 100}.",
-            _schedule_arms,
+            schedule_arms,
             {"smoke": 1, "cpu": 1, "paper": 1},
             _ABL,
         ),
@@ -82,7 +82,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "",
             "Condition the denoiser on the segmentor's features, its logits or its argmax mask; one vs two training "
             "stages; EMA of the weights on / off. One factor varied at a time from the default.",
-            _condition_arms,
+            condition_arms,
             {"smoke": 1, "cpu": 1, "paper": 1},
             _ABL,
         ),
@@ -91,7 +91,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "Qualitative results and denoising trajectories",
             "",
             "Validation images with ground truth, base and refined masks, boundary errors, and x_t / x0_hat per step.",
-            _artifact_arms,
+            artifact_arms,
             {"smoke": 1, "cpu": 1, "paper": 1},
             _ALL,
         ),
@@ -101,7 +101,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "",
             "mIoU gain over the base against the refiner's cost (per-image latency relative to the base segmentor "
             "alone, and parameters), per number of network evaluations and per UNet width.",
-            _performance_arms,
+            performance_arms,
             {"smoke": 1, "cpu": 1, "paper": 1},
             _ABL,
         ),
@@ -111,7 +111,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "",
             "Ground truth noised to several levels and denoised in one step; samples from pure noise with the "
             "condition zeroed.",
-            _artifact_arms,
+            artifact_arms,
             {"smoke": 1, "cpu": 1, "paper": 1},
             _ALL,
         ),

@@ -14,15 +14,15 @@ from diffseg.config import ExperimentConfig, config_hash
 from diffseg.results import ResultsStore, git_commit, metrics_to_rows
 from diffseg.study.arms import Arm, EvalSpec
 from diffseg.study.identity import (
-    _base_id,
-    _eval_cfg,
-    _stage1_cfg,
-    _two_stage,
+    base_run_id,
     base_weights_path,
     eval_id,
+    evaluation_config,
+    is_two_stage,
+    stage1_config,
     train_id,
 )
-from diffseg.study.store import _runs_dir, _store
+from diffseg.study.store import open_store, runs_folder
 
 
 def train_base(cfg: ExperimentConfig, runs: Path, progress: bool = False) -> str | None:
@@ -40,7 +40,7 @@ def train_stage1(cfg: ExperimentConfig, runs: Path, progress: bool = False) -> P
 
     if cfg.train.stage1_iterations <= 0 or cfg.train.stage2_iterations <= 0:
         return None
-    s1 = _stage1_cfg(cfg)
+    s1 = stage1_config(cfg)
     run_dir = runs / "stage1" / train_id(s1)
     training(
         s1, run_dir, progress=progress, evaluate_at_end=False, base_weights=train_base(cfg, runs, progress)
@@ -61,7 +61,7 @@ def ensure_trained(cfg: ExperimentConfig, runs: Path, progress: bool = False) ->
     return run_dir, res
 
 
-def _missing(arm: Arm, experiment: str, store: ResultsStore) -> list[tuple[str, EvalSpec]]:
+def missing_rows(arm: Arm, experiment: str, store: ResultsStore) -> list[tuple[str, EvalSpec]]:
     ids = [eval_id(arm.cfg, spec, experiment, arm.labels) for spec in arm.evals]
     missing = [(i, s) for i, s in zip(ids, arm.evals) if not store.has(i)]
     if arm.artifacts and not store.has_artifacts(ids[0]):
@@ -75,18 +75,18 @@ def run_or_load(
     """Evaluate ``arm`` where the store lacks it (training or resuming only what is needed); return its run ids."""
     from diffseg.engines import evaluate_models, get_dataflow, load_refiner_from_run
 
-    store = _store(results_dir, profile)
+    store = open_store(results_dir, profile)
     ids = [eval_id(arm.cfg, spec, experiment, arm.labels) for spec in arm.evals]
-    missing = _missing(arm, experiment, store)
+    missing = missing_rows(arm, experiment, store)
     if not missing:
         return ids
     cfg = arm.cfg
     t0 = time.time()
-    run_dir, train_res = ensure_trained(cfg, _runs_dir(results_dir, profile), progress)
+    run_dir, train_res = ensure_trained(cfg, runs_folder(results_dir, profile), progress)
     _, refiner, segmentor = load_refiner_from_run(run_dir, cfg_device(cfg))
     device = next(refiner.parameters()).device
     for rid, spec in missing:
-        ecfg = _eval_cfg(cfg, spec)
+        ecfg = evaluation_config(cfg, spec)
         _, val_loader, val_ds = get_dataflow(ecfg, 0)
         te = time.time()
         res = evaluate_models(refiner, segmentor, ecfg, val_loader, val_ds, device)
@@ -126,7 +126,7 @@ def run_or_load(
 
             store.save_artifacts(rid, make_artifacts(refiner, segmentor, ecfg, val_ds, device))
     # once per training, not per evaluation: the curves belong to the training all of these rows share
-    _store_curves(cfg, run_dir, _runs_dir(results_dir, profile), store, profile, str(device))
+    _store_curves(cfg, run_dir, runs_folder(results_dir, profile), store, profile, str(device))
     return ids
 
 
@@ -152,7 +152,7 @@ def _store_curves(
         "git_commit": git_commit(),
         "eval_every": cfg.train.eval_every,
     }
-    refiner_dirs = ([runs / "stage1" / train_id(_stage1_cfg(cfg))] if _two_stage(cfg) else []) + [run_dir]
+    refiner_dirs = ([runs / "stage1" / train_id(stage1_config(cfg))] if is_two_stage(cfg) else []) + [run_dir]
     parts: list[tuple[str, str, list[tuple[Path, str]], dict[str, Any]]] = [
         (
             f"curve-{train_id(cfg)}",
@@ -163,7 +163,7 @@ def _store_curves(
     ]
     if cfg.segmentor.weights is None and cfg.segmentor.train_iterations > 0:
         base_file = (base_weights_path(cfg, runs).parent, curves.BASE_CURVE_FILE)
-        parts.append((f"curve-base-{_base_id(cfg)}", "base", [base_file], {"seed": cfg.segmentor.seed}))
+        parts.append((f"curve-base-{base_run_id(cfg)}", "base", [base_file], {"seed": cfg.segmentor.seed}))
     for key, trained, files, extra in parts:
         if store.has(key):
             continue

@@ -22,7 +22,7 @@ def eval_id(cfg: ExperimentConfig, spec: EvalSpec, experiment: str, labels: dict
     blob = json.dumps(
         {
             "train": train_id(cfg),
-            "eval": to_dict(_eval_cfg(cfg, spec).eval),
+            "eval": to_dict(evaluation_config(cfg, spec).eval),
             "test": spec.test,
             "last_only": spec.last_only,
             "experiment": experiment,
@@ -33,11 +33,11 @@ def eval_id(cfg: ExperimentConfig, spec: EvalSpec, experiment: str, labels: dict
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def _eval_cfg(cfg: ExperimentConfig, spec: EvalSpec) -> ExperimentConfig:
+def evaluation_config(cfg: ExperimentConfig, spec: EvalSpec) -> ExperimentConfig:
     return replace(cfg, eval=replace(cfg.eval, **dict(spec.overrides))) if spec.overrides else cfg
 
 
-def _base_id(cfg: ExperimentConfig) -> str:
+def base_run_id(cfg: ExperimentConfig) -> str:
     """Identity of a base segmentor training: data, segmentor (with its own seed) and the optimiser settings.
 
     The run seed is not part of it: every seed of an arm refines the same frozen base, as the paper's refiners
@@ -55,11 +55,11 @@ def _base_id(cfg: ExperimentConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def _two_stage(cfg: ExperimentConfig) -> bool:
+def is_two_stage(cfg: ExperimentConfig) -> bool:
     return cfg.train.stage1_iterations > 0 and cfg.train.stage2_iterations > 0
 
 
-def _stage1_cfg(cfg: ExperimentConfig) -> ExperimentConfig:
+def stage1_config(cfg: ExperimentConfig) -> ExperimentConfig:
     """The stage-1-only training a two-stage config starts from; settings stage 1 never reads are normalised,
     so arms that differ only in them (noise object, EMA, stage-2 length, evaluation) share it."""
     defaults = type(cfg.refiner)()
@@ -74,4 +74,4 @@ def _stage1_cfg(cfg: ExperimentConfig) -> ExperimentConfig:
 
 
 def base_weights_path(cfg: ExperimentConfig, runs: Path) -> Path:
-    return runs / "base" / _base_id(cfg) / "base.safetensors"
+    return runs / "base" / base_run_id(cfg) / "base.safetensors"

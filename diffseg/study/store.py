@@ -11,18 +11,18 @@ from diffseg.profiles import PROFILES
 from diffseg.results import ResultsStore
 
 
-def _store(results_dir: str | Path, profile: str) -> ResultsStore:
+def open_store(results_dir: str | Path, profile: str) -> ResultsStore:
     return ResultsStore(Path(results_dir) / profile)
 
 
-def _runs_dir(results_dir: str | Path, profile: str) -> Path:
+def runs_folder(results_dir: str | Path, profile: str) -> Path:
     """Run folders (checkpoints; not committed) live beside the results, under runs/<profile>."""
     return Path(results_dir).resolve().parent / "runs" / profile
 
 
 def load_results(profile: str = "cpu", results_dir: str | Path = "results") -> pd.DataFrame:
     """Every stored row of a profile."""
-    return _store(results_dir, profile).load()
+    return open_store(results_dir, profile).load()
 
 
 def load_artifacts(
@@ -30,7 +30,7 @@ def load_artifacts(
 ) -> dict[str, np.ndarray]:
     """Arrays stored for a run of the qualitative / mask-prior experiments."""
     for prof in [profile] if profile else list(PROFILES):
-        store = _store(results_dir, prof)
+        store = open_store(results_dir, prof)
         if store.has_artifacts(run_id):
             return store.load_artifacts(run_id)
     raise FileNotFoundError(f"no artifacts for run {run_id} under {results_dir}; run the experiment first")

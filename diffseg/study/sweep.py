@@ -17,9 +17,9 @@ from diffseg import profiles
 from diffseg.config import ExperimentConfig, replace
 from diffseg.study.arms import Arm
 from diffseg.study.catalogue import EXPERIMENTS
-from diffseg.study.execution import _missing, ensure_trained, run_or_load, train_base, train_stage1
-from diffseg.study.identity import _base_id, _stage1_cfg, base_weights_path, train_id
-from diffseg.study.store import _runs_dir, _store
+from diffseg.study.execution import ensure_trained, missing_rows, run_or_load, train_base, train_stage1
+from diffseg.study.identity import base_run_id, base_weights_path, stage1_config, train_id
+from diffseg.study.store import open_store, runs_folder
 
 
 def _init_worker() -> None:
@@ -101,16 +101,18 @@ def sweep(
 
     names = experiments or list(EXPERIMENTS)
     arms = [(name, arm) for name in names for arm in arms_of(name, profile, device=device)]
-    store = _store(results_dir, profile)
-    runs = _runs_dir(results_dir, profile)
-    todo = [(n, a) for n, a in arms if _missing(a, n, store)]
+    store = open_store(results_dir, profile)
+    runs = runs_folder(results_dir, profile)
+    todo = [(n, a) for n, a in arms if missing_rows(a, n, store)]
     cfgs = {train_id(a.cfg): a.cfg for _, a in todo if not (runs / train_id(a.cfg) / "metrics.json").exists()}
     bases = {
-        _base_id(c): c for c in cfgs.values() if c.segmentor.weights is None and c.segmentor.train_iterations
+        base_run_id(c): c
+        for c in cfgs.values()
+        if c.segmentor.weights is None and c.segmentor.train_iterations
     }
     bases = {k: c for k, c in bases.items() if not base_weights_path(c, runs).exists()}
     stage1 = {
-        train_id(_stage1_cfg(c)): c
+        train_id(stage1_config(c)): c
         for c in cfgs.values()
         if c.train.stage1_iterations > 0 and c.train.stage2_iterations > 0
     }
@@ -196,18 +198,18 @@ def run_experiment(
     from diffseg.progress import JobLog, wanted
 
     arms = arms_of(name, profile, datasets, segmentors, seeds, device)
-    store = _store(results_dir, profile)
+    store = open_store(results_dir, profile)
     log = JobLog(f"[{profile}] {name}", len(arms), enabled=wanted(progress))
     ids: list[str] = []
     for arm in arms:
-        todo = bool(_missing(arm, name, store))
+        todo = bool(missing_rows(arm, name, store))
         t0 = time.perf_counter()
         ids += run_or_load(arm, name, profile, results_dir)
         if todo:
             log.finished(_job_label(arm.cfg, arm.labels), time.perf_counter() - t0)
         else:
             log.done += 1
-    return _store(results_dir, profile).load(list(dict.fromkeys(ids)))
+    return open_store(results_dir, profile).load(list(dict.fromkeys(ids)))
 
 
 def dataset_info(name: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from diffseg.viz.masks import _ERROR_COLORS, _MASK_TOKEN_COLOR, _to_uint8_image, colorize, error_map
+from diffseg.viz.masks import ERROR_COLORS, MASK_TOKEN_COLOR, colorize, error_map, to_uint8_image
 
 
 def _artifact(artifacts: Mapping[str, Any], key: str) -> np.ndarray:
@@ -20,7 +20,7 @@ def _artifact(artifacts: Mapping[str, Any], key: str) -> np.ndarray:
     return np.asarray(artifacts[key])
 
 
-def _show(ax: Any, rgb: np.ndarray, title: str = "") -> None:
+def show_image(ax: Any, rgb: np.ndarray, title: str = "") -> None:
     ax.imshow(rgb, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -35,7 +35,7 @@ def _colorize_state(x: np.ndarray, palette: np.ndarray, ignore_index: int = 255)
         v = x if x.ndim == 2 else x[0]
         v = (v - v.min()) / (np.ptp(v) + 1e-8)
         return np.repeat((v * 255).astype(np.uint8)[..., None], 3, axis=-1)
-    return colorize(x, np.concatenate([palette, _MASK_TOKEN_COLOR[None]]), ignore_index)
+    return colorize(x, np.concatenate([palette, MASK_TOKEN_COLOR[None]]), ignore_index)
 
 
 def comparison_grid(
@@ -64,14 +64,14 @@ def comparison_grid(
         err = error_map(gt[i], base[i], refined[i], ignore_index, boundary_width)
         acc_b = _pixel_acc(base[i], gt[i], ignore_index)
         acc_r = _pixel_acc(refined[i], gt[i], ignore_index)
-        _show(axes[i, 0], _to_uint8_image(image[i]), "image" if i == 0 else "")
-        _show(axes[i, 1], colorize(gt[i], palette, ignore_index), "ground truth" if i == 0 else "")
-        _show(axes[i, 2], colorize(base[i], palette, ignore_index), f"base ({acc_b:.1f}% px)")
-        _show(axes[i, 3], colorize(refined[i], palette, ignore_index), f"refined ({acc_r:.1f}% px)")
-        _show(axes[i, 4], _ERROR_COLORS[err], "boundary errors" if i == 0 else "")
+        show_image(axes[i, 0], to_uint8_image(image[i]), "image" if i == 0 else "")
+        show_image(axes[i, 1], colorize(gt[i], palette, ignore_index), "ground truth" if i == 0 else "")
+        show_image(axes[i, 2], colorize(base[i], palette, ignore_index), f"base ({acc_b:.1f}% px)")
+        show_image(axes[i, 3], colorize(refined[i], palette, ignore_index), f"refined ({acc_r:.1f}% px)")
+        show_image(axes[i, 4], ERROR_COLORS[err], "boundary errors" if i == 0 else "")
     fig.legend(
         handles=[
-            Patch(color=_ERROR_COLORS[k] / 255.0, label=lbl)
+            Patch(color=ERROR_COLORS[k] / 255.0, label=lbl)
             for k, lbl in ((2, "fixed"), (3, "new"), (1, "both"))
         ],
         loc="outside lower center",
@@ -122,8 +122,8 @@ def trajectory_grid(artifacts: Mapping[str, Any], palette: Any, index: int = 0, 
     fig = Figure(figsize=(1.9 * len(picks), 4.0), layout="constrained")
     axes = fig.subplots(2, len(picks), squeeze=False)
     for j, k in enumerate(picks):
-        _show(axes[0, j], _colorize_state(xt[k, index], palette), f"step {k + 1}, t={int(ts[k])}\nx_t")
-        _show(axes[1, j], colorize(x0[k, index], palette), "x0_hat")
+        show_image(axes[0, j], _colorize_state(xt[k, index], palette), f"step {k + 1}, t={int(ts[k])}\nx_t")
+        show_image(axes[1, j], colorize(x0[k, index], palette), "x0_hat")
     return fig
 
 
@@ -172,11 +172,13 @@ def prior_grid(artifacts: Mapping[str, Any], palette: Any, n: int = 2) -> Figure
     fig = Figure(figsize=(1.9 * (n_lv + 1), 3.8 * n), layout="constrained")
     axes = fig.subplots(2 * n, n_lv + 1, squeeze=False)
     for i in range(n):
-        _show(axes[2 * i, 0], colorize(gt[i], palette), "ground truth")
+        show_image(axes[2 * i, 0], colorize(gt[i], palette), "ground truth")
         axes[2 * i + 1, 0].set_axis_off()
         for j in range(n_lv):
-            _show(axes[2 * i, j + 1], _colorize_state(noised[j, i], palette), f"noised, level {levels[j]}")
-            _show(axes[2 * i + 1, j + 1], colorize(den[j, i], palette), "denoised x0_hat")
+            show_image(
+                axes[2 * i, j + 1], _colorize_state(noised[j, i], palette), f"noised, level {levels[j]}"
+            )
+            show_image(axes[2 * i + 1, j + 1], colorize(den[j, i], palette), "denoised x0_hat")
     return fig
 
 
@@ -196,7 +198,7 @@ def prior_samples(artifacts: Mapping[str, Any], palette: Any, n: int = 8) -> Fig
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     for k, ax in enumerate(axes):
         if k < n:
-            _show(ax, colorize(samples[k], palette), f"sample {k + 1}")
+            show_image(ax, colorize(samples[k], palette), f"sample {k + 1}")
         else:
             ax.set_axis_off()
     return fig

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from diffseg.viz.artifact_figures import _show
-from diffseg.viz.masks import _to_uint8_image, overlay
+from diffseg.viz.artifact_figures import show_image
+from diffseg.viz.masks import overlay, to_uint8_image
 
 
 def class_pixel_counts(dataset: Any, max_items: int | None = None, ignore_index: int = 255) -> pd.DataFrame:
@@ -59,7 +59,7 @@ def dataset_samples(dataset: Any, n: int = 4, alpha: float = 0.6) -> Figure:
     axes = fig.subplots(2, n, squeeze=False)
     for i in range(n):
         item = dataset[i]
-        img = _to_uint8_image(np.asarray(item["image"]))
-        _show(axes[0, i], img, str(item.get("id", i)))
-        _show(axes[1, i], overlay(img, np.asarray(item["mask"]), palette, alpha))
+        img = to_uint8_image(np.asarray(item["image"]))
+        show_image(axes[0, i], img, str(item.get("id", i)))
+        show_image(axes[1, i], overlay(img, np.asarray(item["mask"]), palette, alpha))
     return fig

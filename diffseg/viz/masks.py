@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 # Categories of the error map in `comparison_grid`, with their colours.
-_ERROR_COLORS = np.array(
+ERROR_COLORS = np.array(
     [
         [0, 0, 0],  # correct in both (or outside the boundary band)
         [150, 150, 150],  # wrong in base and refined
@@ -17,7 +17,7 @@ _ERROR_COLORS = np.array(
     ],
     dtype=np.uint8,
 )
-_MASK_TOKEN_COLOR = np.array([128, 128, 128], dtype=np.uint8)
+MASK_TOKEN_COLOR = np.array([128, 128, 128], dtype=np.uint8)
 
 
 def colorize(mask: Any, palette: Any, ignore_index: int = 255) -> np.ndarray:
@@ -55,7 +55,7 @@ def overlay(image: Any, mask: Any, palette: Any, alpha: float = 0.5, ignore_inde
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"overlay: alpha must be in [0, 1], got {alpha}")
-    img = _to_uint8_image(image)
+    img = to_uint8_image(image)
     mask = np.asarray(mask)
     if img.shape[:2] != mask.shape:
         raise ValueError(f"overlay: image {img.shape[:2]} and mask {mask.shape} differ in size")
@@ -65,7 +65,7 @@ def overlay(image: Any, mask: Any, palette: Any, alpha: float = 0.5, ignore_inde
     return np.where(keep, img, np.clip(blend + 0.5, 0, 255)).astype(np.uint8)
 
 
-def _to_uint8_image(image: Any) -> np.ndarray:
+def to_uint8_image(image: Any) -> np.ndarray:
     img = np.asarray(image)
     if img.ndim == 3 and img.shape[0] == 3 and img.shape[-1] != 3:
         img = img.transpose(1, 2, 0)

@@ -28,7 +28,7 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("run_id", "method", "step", "metric", "clas
 PANEL: tuple[str, ...] = ("dataset", "segmentor")
 
 
-def _check_frame(df: pd.DataFrame) -> None:
+def check_frame(df: pd.DataFrame) -> None:
     if not isinstance(df, pd.DataFrame):
         raise ValueError(f"expected a results DataFrame, got {type(df).__name__}")
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
@@ -56,7 +56,7 @@ def select(
     test: "ss" / "ms" or None for both. Unknown metric names raise ValueError; a known metric without rows gives
     an empty frame (a smoke profile may not compute every metric).
     """
-    _check_frame(df)
+    check_frame(df)
     metrics = [metric] if isinstance(metric, str) else list(metric)
     unknown = [m for m in metrics if m not in MEAN_METRICS + CLASS_METRICS]
     if unknown:

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from diffseg.viz.selection import FACTORS, PANEL, _check_frame, natural_order, select
+from diffseg.viz.selection import FACTORS, PANEL, check_frame, natural_order, select
 
 
 class Summary(NamedTuple):
@@ -229,7 +229,7 @@ def main_effect_ranges(
 def provenance_table(df: pd.DataFrame, index: Sequence[str] = ("dataset", "segmentor")) -> pd.DataFrame:
     """Parameter counts (millions), seeds, devices and commits per group: where the numbers came from."""
     index = _as_list(index)
-    _check_frame(df)
+    check_frame(df)
     agg: dict[str, Any] = {"seeds": ("seed", "nunique"), "runs": ("run_id", "nunique")}
     if "params_base" in df.columns:
         agg["params_base_M"] = ("params_base", lambda s: round(float(s.max()) / 1e6, 2))
