@@ -71,6 +71,20 @@ def create_base_trainer(
     return Engine(step)
 
 
+def global_pixel_mean(loss_sum: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """This rank's share of the loss averaged over the valid pixels of *all* ranks' batches.
+
+    DDP averages gradients over ranks; scaled by the world size, the sum over ranks of ``loss_sum / total`` has the
+    gradient of the one-process loss over the global batch (a per-rank mean would weight ranks, not pixels, equally).
+    One scalar all-reduce per step; in one process, ``loss_sum / count``.
+    """
+    world = idist.get_world_size()
+    if world == 1:
+        return loss_sum / count.clamp_min(1)
+    total = idist.all_reduce(count.detach().clone().float())
+    return loss_sum * world / total.clamp_min(1)
+
+
 def create_refiner_trainer(
     refiner: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -101,8 +115,13 @@ def create_refiner_trainer(
             ),
         )
         batch = to_device(batch, device, cfg.train.channels_last)
-        # Each rank its own stream: under DDP the ranks draw independent timesteps and noise.
-        gen = make_generator(iteration_seed(cfg.seed, it, STREAM_REFINER, idist.get_rank()), device)
+        # One generator per item, keyed by its position in the global batch: rank r's item j draws the timestep and
+        # noise that item r * B + j draws in one process with the global batch.
+        b = batch["image"].shape[0]
+        first = idist.get_rank() * b
+        gens = [
+            make_generator(iteration_seed(cfg.seed, it, STREAM_REFINER, first + j), device) for j in range(b)
+        ]
         refiner.denoiser.train()
         with autocast_context(device, cfg.train.amp):
             with torch.no_grad():
@@ -111,17 +130,22 @@ def create_refiner_trainer(
                 batch,
                 noise_object=cfg.refiner.noise_object,
                 single_step=stages.stage_of(it) == 1,
-                generator=gen,
+                generator=gens,
                 base=base,
             )
-        loss = out["loss"]
+        loss = global_pixel_mean(out["ce_sum"], out["valid"])
         _check_finite(loss, engine)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.optim.grad_clip:
             nn.utils.clip_grad_norm_(refiner.denoiser.parameters(), cfg.optim.grad_clip)
         optimizer.step()
-        return {"loss": loss.item(), "lr": optimizer.param_groups[0]["lr"], "stage": stages.stage_of(it)}
+        # The logged loss is this rank's batch mean (the global one in one process).
+        return {
+            "loss": out["loss"].item(),
+            "lr": optimizer.param_groups[0]["lr"],
+            "stage": stages.stage_of(it),
+        }
 
     return Engine(step)
 

@@ -12,11 +12,11 @@ from typing import Any
 from diffseg.models.options import CONDITIONS, NOISE_OBJECTS
 
 _LAZY = {
-    "Denoiser": "diffseg.models.refiner",
+    "Denoiser": "diffseg.models.denoiser",
     "MaskPriorRefiner": "diffseg.models.refiner",
     "build_refiner": "diffseg.models.refiner",
-    "condition_channels": "diffseg.models.refiner",
-    "denoiser_in_channels": "diffseg.models.refiner",
+    "condition_channels": "diffseg.models.denoiser",
+    "denoiser_in_channels": "diffseg.models.denoiser",
     "UNet": "diffseg.models.unet",
 }
 

@@ -19,6 +19,7 @@ The loss is cross-entropy of the x0 logits, bilinearly upsampled to the ground t
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -27,100 +28,28 @@ from torch import nn
 
 from diffseg.config import ExperimentConfig
 from diffseg.diffusion import guided, kernel_from_config, sample
-from diffseg.models.options import CONDITIONS, NOISE_OBJECTS
+from diffseg.models.denoiser import Denoiser, denoiser_in_channels
+from diffseg.models.options import NOISE_OBJECTS
 from diffseg.models.unet import UNet
 from diffseg.segmentors.base import Segmentor, check_image
 
 IGNORE_INDEX = 255
 
 
-def condition_channels(segmentor: Segmentor, condition: str) -> int:
-    """Channels of the condition map: the segmentor's feature channels, or K for ``logits`` / ``mask``."""
-    if condition not in CONDITIONS:
-        raise ValueError(f"unknown condition {condition!r}; valid conditions: {', '.join(CONDITIONS)}")
-    return segmentor.feature_channels if condition == "features" else segmentor.num_classes
+def _draw(
+    generator: torch.Generator | Sequence[torch.Generator] | None,
+    batch: int,
+    draw: Callable[[int, torch.Generator | None, slice], torch.Tensor],
+) -> torch.Tensor:
+    """``draw(n, generator, items)`` for the whole batch from one generator, or item by item from one each.
 
-
-def denoiser_in_channels(segmentor: Segmentor, kernel: Any, condition: str, embed_dim: int) -> int:
-    """UNet input channels: embedded x_t (``embed_dim``; a continuous kernel's ``input_channels``) + condition."""
-    x_channels = kernel.input_channels if kernel.is_continuous else embed_dim
-    return x_channels + condition_channels(segmentor, condition)
-
-
-def _time_vector(t: torch.Tensor | int, batch: int, device: torch.device) -> torch.Tensor:
-    """Broadcast an int / 0-d / (B,) timestep to a (B,) tensor."""
-    t = torch.as_tensor(t, device=device)
-    if t.ndim == 0:
-        return t.expand(batch)
-    if t.shape != (batch,):
-        raise ValueError(f"t must be a scalar or have shape ({batch},), got {tuple(t.shape)}")
-    return t
-
-
-class Denoiser(nn.Module):
-    """The trainable part: class embedding of the noisy mask (frozen by default, as the release) and the UNet.
-
-    ``forward(x_t, t, cond) -> (B, K, h, w)`` with ``x_t`` (B, h, w) long in [0, num_states) (or (B, C, h, w) float
-    for a continuous kernel, used as is), ``t`` (B,) long, ``cond`` (B, Cc, h, w) float.
+    ``items`` is the slice of the batch a call draws for; results are concatenated along dim 0.
     """
-
-    def __init__(
-        self,
-        unet: UNet,
-        num_states: int,
-        embed_dim: int,
-        embed_trainable: bool,
-        continuous_channels: int | None,
-    ) -> None:
-        super().__init__()
-        self.continuous_channels = continuous_channels
-        if continuous_channels is None:
-            self.embedding: nn.Embedding | None = nn.Embedding(num_states, embed_dim)
-            # The release keeps the embedding at its random initialisation: a fixed random code per class.
-            self.embedding.weight.requires_grad_(embed_trainable)
-        else:
-            self.embedding = None
-        self.unet = unet
-
-    def project_condition(self, cond: torch.Tensor) -> torch.Tensor:
-        """The UNet's first conv applied to the condition's channels alone: (B, Cc, h, w) -> (B, width, h', w').
-
-        The condition does not change across sampling steps, so samplers project it once per image and pass it to
-        :meth:`forward` as ``cond_projection``; the result is that of the full input, up to float rounding.
-        """
-        # The embedded x_t comes first in the UNet's input; the condition fills the remaining channels exactly.
-        x_channels = self.embedding.embedding_dim if self.embedding is not None else self.continuous_channels
-        expected = self.unet.in_channels - x_channels
-        if cond.ndim != 4 or cond.shape[1] != expected:
-            raise ValueError(f"condition must have shape (B, {expected}, h, w), got {tuple(cond.shape)}")
-        return self.unet.project_input(cond, first_channel=x_channels)
-
-    def forward(
-        self,
-        x_t: torch.Tensor,
-        t: torch.Tensor,
-        cond: torch.Tensor,
-        cond_projection: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """x0 logits (B, K, h, w); ``cond_projection``: :meth:`project_condition` of ``cond``, reused across steps."""
-        if self.embedding is not None:
-            if x_t.dtype != torch.long or x_t.ndim != 3:
-                raise ValueError(f"x_t must be a (B, h, w) long mask, got {tuple(x_t.shape)} {x_t.dtype}")
-            x = self.embedding(x_t).permute(0, 3, 1, 2)
-        else:
-            if not x_t.is_floating_point() or x_t.ndim != 4 or x_t.shape[1] != self.continuous_channels:
-                raise ValueError(
-                    f"x_t must be a (B, {self.continuous_channels}, h, w) float map, got {tuple(x_t.shape)} {x_t.dtype}"
-                )
-            x = x_t
-        if cond.shape[0] != x.shape[0] or cond.shape[-2:] != x.shape[-2:]:
-            raise ValueError(
-                f"condition {tuple(cond.shape)} does not match x_t {tuple(x_t.shape)} (batch and h, w)"
-            )
-        t = _time_vector(t, x.shape[0], x.device)
-        if cond_projection is not None:
-            return self.unet(x.to(cond.dtype), t, projected=cond_projection)
-        return self.unet(torch.cat((x.to(cond.dtype), cond), dim=1), t)
+    if generator is None or isinstance(generator, torch.Generator):
+        return draw(batch, generator, slice(None))
+    if len(generator) != batch:
+        raise ValueError(f"got {len(generator)} generators for a batch of {batch}; give one, or one per item")
+    return torch.cat([draw(1, g, slice(i, i + 1)) for i, g in enumerate(generator)])
 
 
 class MaskPriorRefiner(nn.Module):
@@ -284,7 +213,7 @@ class MaskPriorRefiner(nn.Module):
         batch: dict[str, torch.Tensor],
         noise_object: str = "first",
         single_step: bool = False,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
         base: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Training loss of one batch.
@@ -293,11 +222,14 @@ class MaskPriorRefiner(nn.Module):
             batch: ``image`` (B, 3, H, W) float, ``mask`` (B, H, W) long in [0, K) or 255 (ignore).
             noise_object: ``gt`` | ``base`` | ``first`` (DFP), see the module docstring.
             single_step: t = T for every sample (stage 1: a decoder from a random mask).
-            generator: RNG on the model's device for t, the prior sample and the forward noise.
+            generator: RNG on the model's device for t, the prior sample and the forward noise; or one per item
+                (B of them): item i's draws then depend on its own generator only, so items keyed by their
+                position in the global batch draw the same under any number of processes.
             base: precomputed ``base_outputs(image)``, to run the frozen segmentor once per batch.
 
         Returns:
-            dict(loss: scalar float with grad, t_mean: scalar float, the mean drawn step).
+            dict(loss: scalar float with grad, the mean over valid pixels; ce_sum: its numerator; valid: its
+            denominator (long, before clamping at 1); t: (B,) the drawn steps).
         """
         if noise_object not in NOISE_OBJECTS:
             raise ValueError(f"unknown noise_object {noise_object!r}; valid: {', '.join(NOISE_OBJECTS)}")
@@ -312,13 +244,15 @@ class MaskPriorRefiner(nn.Module):
         if single_step:
             t = torch.full((b,), T, dtype=torch.long, device=device)
         else:
-            t = torch.randint(1, T + 1, (b,), generator=generator, device=device)
-        x_T = self.kernel.prior_sample((b, h, w), generator=generator, device=device)
+            t = _draw(generator, b, lambda n, g, _: torch.randint(1, T + 1, (n,), generator=g, device=device))
+        x_T = _draw(
+            generator, b, lambda n, g, _: self.kernel.prior_sample((n, h, w), generator=g, device=device)
+        )
         if single_step:
             x_t = x_T
         else:
             obj = self._noise_object(noise_object, mask, logits, x_T, cond)
-            x_t = self.kernel.q_sample(obj, t, generator)
+            x_t = _draw(generator, b, lambda _, g, i: self.kernel.q_sample(obj[i], t[i], g))
             at_T = (t == T).view(-1, *([1] * (x_t.ndim - 1)))
             x_t = torch.where(at_T, x_T, x_t)
 
@@ -333,8 +267,8 @@ class MaskPriorRefiner(nn.Module):
             # loss's time on CPU), while its (pixels, K) rows are already contiguous. Same sum.
             rows = up.permute(0, 2, 3, 1).reshape(-1, up.shape[1])
             ce = F.cross_entropy(rows, mask.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
-        loss = ce / (mask != IGNORE_INDEX).sum().clamp_min(1)
-        return {"loss": loss, "t_mean": t.float().mean().detach()}
+        valid = (mask != IGNORE_INDEX).sum()
+        return {"loss": ce / valid.clamp_min(1), "ce_sum": ce, "valid": valid, "t": t}
 
     def forward(self, batch: dict[str, torch.Tensor], **kwargs: Any) -> dict[str, torch.Tensor]:
         """Same as :meth:`loss` (so DistributedDataParallel can wrap the refiner)."""
