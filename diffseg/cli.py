@@ -43,9 +43,13 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = [*(args.overrides or []), *extra]
         else:
             parser.parse_args(argv)  # argparse's own one-line error for what is truly unknown (exits 2)
+    from diffseg.engines.common import NanLossError  # here: `diffseg --help` needs no torch
+
     try:
         result = args.func(args)
-    except (FileNotFoundError, ValueError, KeyError) as e:
+    # What a user can cause (a missing or unreadable path, a bad value, a diverging run) is one line and exit 2;
+    # anything else is a bug and keeps its traceback.
+    except (FileNotFoundError, PermissionError, NotADirectoryError, ValueError, KeyError, NanLossError) as e:
         print(f"diffseg {args.command}: error: {e}", file=sys.stderr)
         return 2
     return int(result or 0)

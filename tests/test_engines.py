@@ -358,3 +358,11 @@ def test_refine_refuses_to_write_over_or_inside_its_input_before_any_work(tmp_pa
     with pytest.raises(ValueError, match="over an input image"):
         _output_plan(photos / "x.png", photos)  # one file, written beside itself under its own name
     assert not (tmp_path / "out").exists()
+
+
+def test_a_base_without_weights_is_refused_before_any_work(tmp_path, data_root) -> None:
+    """No weights and no base training: the frozen base would stay random (the paper profile's DeepLab rows)."""
+    cfg = tiny_cfg(data_root, **{"segmentor.train_iterations": 0})
+    with pytest.raises(ValueError, match=r"segmentor\.weights is unset.*random initialisation"):
+        training(cfg, tmp_path / "r", progress=False)
+    assert not (tmp_path / "r").exists()

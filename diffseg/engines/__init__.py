@@ -43,7 +43,7 @@ from diffseg.engines.checkpoints import (
 from diffseg.engines.common import NanLossError, iteration_seed, make_generator, resolve_device
 from diffseg.engines.dataflow import IterationSampler, SeededItems, get_dataflow, metric_ignore_index
 from diffseg.engines.evaluation import STEP_SELECTIONS, create_evaluator, evaluate_models, predict
-from diffseg.engines.runner import build_models, load_refiner_from_run, run, training
+from diffseg.engines.runner import build_models, check_base_weights, load_refiner_from_run, run, training
 from diffseg.engines.schedule import Stages, build_optimizer, scaled_lr, stage_lr_factor
 from diffseg.engines.trainers import create_base_trainer, create_refiner_trainer
 
@@ -55,6 +55,7 @@ __all__ = [
     "SeededItems",
     "Stages",
     "build_models",
+    "check_base_weights",
     "build_optimizer",
     "check_signature",
     "create_base_trainer",

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from diffseg.atomic import atomic_write_text
-from diffseg.config import ExperimentConfig, config_hash, load_config, replace
+from diffseg.config import ConfigError, ExperimentConfig, config_hash, load_config, replace
 from diffseg.engines.base_training import train_base_segmentor
 from diffseg.engines.checkpoints import (
     check_signature,
@@ -67,6 +67,17 @@ def build_models(cfg: ExperimentConfig, device: torch.device, base_weights: str 
     return segmentor, refiner
 
 
+def check_base_weights(cfg: ExperimentConfig, base_weights: str | None = None) -> None:
+    """Refuse a config whose frozen base would keep its random initialisation (no weights, no base training):
+    it would train and report a refiner of noise features without any error."""
+    if base_weights is None and cfg.segmentor.weights is None and cfg.segmentor.train_iterations == 0:
+        raise ConfigError(
+            f"segmentor.weights is unset and segmentor.train_iterations is 0: the frozen base "
+            f"'{cfg.segmentor.name}' would keep its random initialisation; set segmentor.weights (a hub id, a "
+            f"folder or a state-dict file) or segmentor.train_iterations > 0"
+        )
+
+
 def training(
     cfg: ExperimentConfig,
     run_dir: str | Path,
@@ -88,6 +99,7 @@ def training(
     so this gives exactly the weights an unshared run would have: ablation arms share one stage 1, as the release's
     stage-2 trainings all start from one stage-1 checkpoint.
     """
+    check_base_weights(cfg, base_weights)  # before a run folder exists
     run_dir = resolved_run_dir(run_dir, cfg, allow_config_change)
     metrics_path = run_dir / "metrics.json"
     if metrics_path.exists():

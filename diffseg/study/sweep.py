@@ -15,6 +15,7 @@ import torch
 
 from diffseg import profiles
 from diffseg.config import ExperimentConfig, replace
+from diffseg.engines.runner import check_base_weights
 from diffseg.study.arms import Arm
 from diffseg.study.catalogue import EXPERIMENTS
 from diffseg.study.execution import ensure_trained, missing_rows, run_or_load, train_base, train_stage1
@@ -105,6 +106,8 @@ def sweep(
     runs = runs_folder(results_dir, profile)
     todo = [(n, a) for n, a in arms if missing_rows(a, n, store)]
     cfgs = {train_id(a.cfg): a.cfg for _, a in todo if not (runs / train_id(a.cfg) / "metrics.json").exists()}
+    for c in cfgs.values():  # every training's base is known before the first job starts
+        check_base_weights(c)
     bases = {
         base_run_id(c): c
         for c in cfgs.values()
