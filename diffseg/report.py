@@ -142,6 +142,28 @@ def page_header(stem: str, profile: str, results_dir: str | Path = "results") ->
     )
 
 
+def open_experiment(
+    stem: str, name: str, profile: str, results_dir: str | Path = "results", **selection: object
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run what the store lacks for experiment ``name`` and display the opening of its report ``stem``: header,
+    introduction and provenance. ``selection``: ``datasets``, ``segmentors``, ``seeds``, ``device`` (the notebook's
+    parameters). Returns the experiment's rows and the provenance table."""
+    from IPython.display import HTML, Markdown, display
+
+    from diffseg import experiments as ex
+    from diffseg import viz
+
+    df = ex.run_experiment(name, profile=profile, results_dir=results_dir, **selection)
+    spec = ex.EXPERIMENTS[name]
+    display(HTML(page_header(stem, profile, results_dir)))
+    display(
+        Markdown(viz.experiment_intro(spec.title, spec.finding, spec.description, ex.profile_notes(profile)))
+    )
+    provenance = viz.provenance_table(df)
+    display(provenance)
+    return df, provenance
+
+
 def headline_table(df: pd.DataFrame) -> pd.DataFrame:
     """Main results: base vs refined (final step) mIoU and mBIoU, mean ± std over seeds, in percent."""
     main = df[(df["experiment"] == "main_results") & (df["class_name"] == "") & (df["test"] == "ss")]

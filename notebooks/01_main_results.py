@@ -29,7 +29,7 @@ seeds = None  # None: the profile's seeds
 # %%
 from pathlib import Path
 
-from IPython.display import HTML, Markdown, display
+from IPython.display import Markdown, display
 
 from diffseg import experiments as ex
 from diffseg import report, viz
@@ -37,23 +37,19 @@ from diffseg import report, viz
 NAME = "main_results"
 tables_dir = Path(reports_dir) / "tables"
 figures_dir = Path(reports_dir) / "figures"
-spec = ex.EXPERIMENTS[NAME]
 
 # %%
-df = ex.run_experiment(
+df, provenance = report.open_experiment(
+    "01_main_results",
     NAME,
-    profile=profile,
-    results_dir=results_dir,
+    profile,
+    results_dir,
     datasets=datasets,
     segmentors=segmentors,
     seeds=seeds,
     device=device,
 )
-display(HTML(report.page_header("01_main_results", profile, results_dir)))
-display(Markdown(viz.experiment_intro(spec.title, spec.finding, spec.description, ex.profile_notes(profile))))
-prov = viz.provenance_table(df)
-viz.save_table(prov, "01_provenance", tables_dir)
-display(prov)
+viz.save_table(provenance, "01_provenance", tables_dir)
 
 # %% [markdown]
 # ## Base versus refined (percent, mean ± std over seeds)

@@ -30,29 +30,25 @@ seeds = None  # None: the profile's seeds
 # %%
 from pathlib import Path
 
-from IPython.display import HTML, Markdown, display
+from IPython.display import Markdown, display
 
-from diffseg import experiments as ex
 from diffseg import report, viz
 
 NAME = "noise_object_and_type"
 tables_dir = Path(reports_dir) / "tables"
 figures_dir = Path(reports_dir) / "figures"
-spec = ex.EXPERIMENTS[NAME]
 
 # %%
-df = ex.run_experiment(
+df, provenance = report.open_experiment(
+    "03_noise_object_and_type",
     NAME,
-    profile=profile,
-    results_dir=results_dir,
+    profile,
+    results_dir,
     datasets=datasets,
     segmentors=segmentors,
     seeds=seeds,
     device=device,
 )
-display(HTML(report.page_header("03_noise_object_and_type", profile, results_dir)))
-display(Markdown(viz.experiment_intro(spec.title, spec.finding, spec.description, ex.profile_notes(profile))))
-display(viz.provenance_table(df))
 
 # %% [markdown]
 # ## Refined mIoU and its change over the base (percent, final step, single-scale)

@@ -29,29 +29,25 @@ seeds = None  # None: the profile's seeds
 # %%
 from pathlib import Path
 
-from IPython.display import HTML, Markdown, display
+from IPython.display import Markdown, display
 
-from diffseg import experiments as ex
 from diffseg import report, viz
 
 NAME = "inference_scheme"
 tables_dir = Path(reports_dir) / "tables"
 figures_dir = Path(reports_dir) / "figures"
-spec = ex.EXPERIMENTS[NAME]
 
 # %%
-df = ex.run_experiment(
+df, provenance = report.open_experiment(
+    "04_inference_scheme",
     NAME,
-    profile=profile,
-    results_dir=results_dir,
+    profile,
+    results_dir,
     datasets=datasets,
     segmentors=segmentors,
     seeds=seeds,
     device=device,
 )
-display(HTML(report.page_header("04_inference_scheme", profile, results_dir)))
-display(Markdown(viz.experiment_intro(spec.title, spec.finding, spec.description, ex.profile_notes(profile))))
-display(viz.provenance_table(df))
 
 # %% [markdown]
 # ## Final-step mIoU and mBIoU per sampler and number of network evaluations

@@ -31,7 +31,7 @@ n_samples = 8
 # %%
 from pathlib import Path
 
-from IPython.display import HTML, Markdown, display
+from IPython.display import Markdown, display
 
 from diffseg import experiments as ex
 from diffseg import report, viz
@@ -39,21 +39,18 @@ from diffseg import report, viz
 NAME = "mask_prior"
 tables_dir = Path(reports_dir) / "tables"
 figures_dir = Path(reports_dir) / "figures"
-spec = ex.EXPERIMENTS[NAME]
 
 # %%
-df = ex.run_experiment(
+df, provenance = report.open_experiment(
+    "08_mask_prior",
     NAME,
-    profile=profile,
-    results_dir=results_dir,
+    profile,
+    results_dir,
     datasets=datasets,
     segmentors=segmentors,
     seeds=seeds,
     device=device,
 )
-display(HTML(report.page_header("08_mask_prior", profile, results_dir)))
-display(Markdown(viz.experiment_intro(spec.title, spec.finding, spec.description, ex.profile_notes(profile))))
-display(viz.provenance_table(df))
 
 # %%
 import pandas as pd

@@ -33,30 +33,26 @@ from pathlib import Path
 
 import pandas as pd
 import seaborn as sns
-from IPython.display import HTML, Markdown, display
+from IPython.display import Markdown, display
 from matplotlib.figure import Figure
 
-from diffseg import experiments as ex
 from diffseg import report, viz
 
 NAME = "performance"
 tables_dir = Path(reports_dir) / "tables"
 figures_dir = Path(reports_dir) / "figures"
-spec = ex.EXPERIMENTS[NAME]
 
 # %%
-df = ex.run_experiment(
+df, provenance = report.open_experiment(
+    "09_performance",
     NAME,
-    profile=profile,
-    results_dir=results_dir,
+    profile,
+    results_dir,
     datasets=datasets,
     segmentors=segmentors,
     seeds=seeds,
     device=device,
 )
-display(HTML(report.page_header("09_performance", profile, results_dir)))
-display(Markdown(viz.experiment_intro(spec.title, spec.finding, spec.description, ex.profile_notes(profile))))
-display(viz.provenance_table(df))
 
 # %% [markdown]
 # ## Gain and cost per UNet width and number of network evaluations
