@@ -49,7 +49,7 @@ df, provenance = report.open_experiment(
     seeds=seeds,
     device=device,
 )
-viz.save_table(provenance, "01_provenance", tables_dir)
+_ = viz.save_table(provenance, "01_provenance", tables_dir)  # a path: not for the report
 
 # %% [markdown]
 # ## Base versus refined (percent, mean ± std over seeds)
