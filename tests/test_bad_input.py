@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from diffseg.cli import main
-from diffseg.config import apply_overrides, save_config
+from diffseg.config import apply_overrides, replace, save_config
 from diffseg.data import write_synthetic
 from diffseg.data.cityscapes import LABEL_ID_TO_TRAIN_ID
 from diffseg.engines import load_latest_checkpoint, training
@@ -394,3 +394,156 @@ def test_metrics_api_refuses_bad_labels(pred, target, expected) -> None:
     metrics = SegMetrics(num_classes=3)
     with pytest.raises(ValueError, match=expected):
         metrics.update(pred, target)
+
+
+# -- run-time mistakes and interruptions -----------------------------------------------------------------------
+def test_overrides_may_stand_between_options(tmp_path, capsys) -> None:
+    """A second block of overrides after an option is read as overrides, not refused by argparse."""
+    argv = [
+        "train",
+        "--profile",
+        "smoke",
+        "--out",
+        str(tmp_path / "r"),
+        "device=cpu",
+        "--no-progress",
+        "unet.widht=8",
+    ]
+    assert main(argv) == 2
+    assert "unknown config key 'unet.widht'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_synthetic_dataset_is_readable_by_everyone(tmp_path) -> None:
+    root = write_synthetic("ade20k", tmp_path / "ade", 1, 1, (32, 32), seed=0)
+    assert root.stat().st_mode & 0o777 == 0o755
+
+
+def test_a_truncated_image_met_during_training_names_the_file(world: World, tmp_path) -> None:
+    from diffseg.data import DatasetError, build_dataset
+    from diffseg.profiles import data_config
+
+    root = _copy(world.ade, tmp_path / "ade")
+    img = _ade_pair(root)[0]
+    img.write_bytes(img.read_bytes()[:300])
+    cfg = replace(data_config("ade20k", "smoke", root=str(root)), synthetic=False)
+    train = build_dataset(cfg, "train", train=True)
+    with pytest.raises(DatasetError, match=rf"{img.name}"):
+        train[[p[1] for p in train.files].index(img)]
+
+
+def test_an_unreadable_folder_is_one_line(tmp_path, capsys, monkeypatch) -> None:
+    """(Simulated: the tests run as root, whom permission bits do not stop.)"""
+    import diffseg.data
+
+    def denied(name, root, splits=None):
+        raise PermissionError(13, "Permission denied", str(root))
+
+    monkeypatch.setattr(diffseg.data, "check_dataset", denied)
+    assert main(["data", "check", "--dataset", "ade20k", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"diffseg data: error: [Errno 13] Permission denied: '{tmp_path}'"]
+
+
+def test_a_resumed_run_logs_each_iteration_once(world: World, tmp_path) -> None:
+    """Resuming from an older checkpoint (the newest was truncated) trains those iterations again: logged once."""
+    import csv
+
+    cfg = apply_overrides(
+        profile_config("smoke", "ade20k"),
+        {
+            "data.root": str(tmp_path / "data" / "ade20k"),
+            "data.synth_n_train": 8,
+            "data.synth_n_val": 2,
+            "segmentor.weights": str(world.run / "base.safetensors"),
+            "segmentor.train_iterations": 0,
+            "train.checkpoint_every": 5,
+            "train.log_every": 1,
+            "device": "cpu",
+        },
+    )
+    run = tmp_path / "run"
+    assert "interrupted_at" in training(cfg, run, progress=False, stop_after=12)
+    newest = run / "checkpoints" / "checkpoint_12.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])
+    with pytest.warns(UserWarning, match="unreadable"):
+        training(cfg, run, progress=False)
+    with open(run / "log.csv") as f:
+        iterations = [int(r["iteration"]) for r in csv.DictReader(f) if r["job"] == "refiner"]
+    assert iterations == sorted(set(iterations)) and iterations[-1] == 20
+
+
+def test_killing_the_sweep_stops_its_workers(tmp_path) -> None:
+    """SIGKILL of the sweep process runs no handler of its own; its workers still end (PR_SET_PDEATHSIG)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "sweep_like.py"
+    script.write_text(
+        "import multiprocessing as mp, os, sys, time\n"
+        "from diffseg.study.sweep import _init_worker\n"
+        "def pid(_):\n    return os.getpid()\n"
+        "if __name__ == '__main__':\n"
+        "    pool = mp.get_context('spawn').Pool(2, initializer=_init_worker)\n"
+        "    print(*sorted(set(pool.map(pid, range(8), chunksize=1))), flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    sweep = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=root)
+    workers = [int(p) for p in sweep.stdout.readline().split()]
+    assert workers
+    sweep.send_signal(signal.SIGKILL)
+    sweep.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            return False
+        return "\nState:\tZ" not in state  # a zombie has ended; only its exit status waits to be collected
+
+    deadline = time.time() + 10
+    while time.time() < deadline and any(alive(p) for p in workers):
+        time.sleep(0.1)
+    left = [p for p in workers if alive(p)]
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    assert not left, f"workers {left} outlived the killed sweep"
+
+
+@pytest.mark.parametrize("grad_clip", [None, 1.0])
+def test_a_nan_loss_is_one_line_with_advice_for_the_config(
+    world: World, tmp_path, grad_clip, capsys, monkeypatch
+) -> None:
+    from diffseg.models.refiner import MaskPriorRefiner
+
+    original = MaskPriorRefiner.loss
+
+    def diverging(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        return {**out, "ce_sum": out["ce_sum"] * float("nan")}
+
+    cfg = apply_overrides(
+        profile_config("smoke", "ade20k"),
+        {
+            "data.root": str(tmp_path / "data" / "ade20k"),
+            "data.synth_n_train": 8,
+            "data.synth_n_val": 2,
+            "segmentor.weights": str(world.run / "base.safetensors"),
+            "segmentor.train_iterations": 0,
+            "optim.grad_clip": grad_clip,
+            "device": "cpu",
+        },
+    )
+    save_config(cfg, tmp_path / "cfg.yaml")
+    monkeypatch.setattr(MaskPriorRefiner, "loss", diverging)
+    code = main(
+        ["train", "--config", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "r"), "--no-progress"]
+    )
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("diffseg train:")]
+    assert code == 2 and len(err) == 1
+    assert "non-finite loss (nan) at iteration 1" in err[0]
+    assert ("set optim.grad_clip" in err[0]) == (grad_clip is None)

@@ -21,8 +21,14 @@ def attach_logging(trainer: Engine, run_dir: Path, cfg: ExperimentConfig, progre
     csv_path = run_dir / "log.csv"
     _drop_rows_after(csv_path, desc, trainer.state.iteration)
 
+    logged = {"iteration": None}
+
+    # Every log_every iterations, and the last one: once, also when it is a multiple of log_every.
     @trainer.on(Events.ITERATION_COMPLETED(every=max(1, cfg.train.log_every)) | Events.COMPLETED)
     def _write_csv(engine: Engine) -> None:
+        if logged["iteration"] == engine.state.iteration:
+            return
+        logged["iteration"] = engine.state.iteration
         out = engine.state.output or {}
         new = not csv_path.exists()
         with csv_path.open("a", newline="") as f:
