@@ -22,7 +22,7 @@ from diffseg.data import (
     collate,
     write_synthetic,
 )
-from diffseg.data.synthetic import ADE, CS
+from diffseg.data.scenes import ADE, CS
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import diffseg.data.synthetic as synthetic
 from diffseg.config import DataConfig
 from diffseg.data import ensure_synthetic, write_synthetic
 from diffseg.data.cityscapes import LABEL_IDS
-from diffseg.data.synthetic import ADE, CS, draw_room, draw_street
+from diffseg.data.scenes import ADE, CS, draw_room, draw_street
 
 
 def _files(root: Path) -> dict[str, bytes]:

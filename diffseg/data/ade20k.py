@@ -151,7 +151,9 @@ class ADE20K(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         item_id, img_path, ann_path = self.files[index]
         image, raw = read_pair(img_path, ann_path)
-        check_label_values(raw, ann_path, self.raw_valid_values(ann_path), self.describe_valid_values(ann_path))
+        check_label_values(
+            raw, ann_path, self.raw_valid_values(ann_path), self.describe_valid_values(ann_path)
+        )
         labels = self._lut[raw] if self._lut is not None else raw
         item = {"image": image, "mask": torch.from_numpy(labels.astype(np.int64)), "id": item_id}
         return self.transform(item) if self.transform is not None else item

@@ -137,7 +137,9 @@ class Cityscapes(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         item_id, img_path, ann_path = self.files[index]
         image, raw = read_pair(img_path, ann_path)
-        check_label_values(raw, ann_path, self.raw_valid_values(ann_path), self.describe_valid_values(ann_path))
+        check_label_values(
+            raw, ann_path, self.raw_valid_values(ann_path), self.describe_valid_values(ann_path)
+        )
         labels = self.encode(raw, ann_path)
         item = {"image": image, "mask": torch.from_numpy(labels.astype(np.int64)), "id": item_id}
         return self.transform(item) if self.transform is not None else item

@@ -279,6 +279,21 @@ class DiscreteKernel(nn.Module):
             )
         return gumbel_max(log_probs, generator)
 
+    def posterior_step(
+        self,
+        x_t: torch.Tensor,
+        x0_logits: torch.Tensor,
+        t: torch.Tensor,
+        s: torch.Tensor | int,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """The strict sampler's step: x_s ~ q(x_s | x_t, softmax(x0_logits)) (D3PM), (B, H, W) long.
+
+        ``x0_logits`` (B, K, H, W); ``t`` (B,) long; ``s`` < t. ``Gaussian.posterior_step`` has this contract.
+        """
+        log_x0 = torch.log_softmax(x0_logits.to(self.dtype), dim=1)
+        return self.sample(self.log_posterior(x_t, log_x0, t, s), generator)
+
     def q_sample(
         self, x0: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:

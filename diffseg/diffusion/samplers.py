@@ -133,10 +133,7 @@ class Strict(Sampler):
         generator: torch.Generator | None,
     ) -> torch.Tensor:
         t_vec = torch.full((x_t.shape[0],), t, dtype=torch.long, device=x_t.device)
-        if kernel.is_continuous:
-            return kernel.ddim_step(x_t, logits, t_vec, s, generator)
-        log_x0 = torch.log_softmax(logits.to(kernel.dtype), dim=1)
-        return kernel.sample(kernel.log_posterior(x_t, log_x0, t_vec, s), generator)
+        return kernel.posterior_step(x_t, logits, t_vec, s, generator)
 
 
 class FreeRenoise(Sampler):
