@@ -151,20 +151,21 @@ def step_anatomy(profile: str, steps: int, noise_object: str, batch_size: int | 
 
 def _seconds_per_evaluation(models, cfg, loader, val_ds, steps: str, resize, repeats: int) -> float:
     """Mean seconds of one `evaluate_models` pass (after a warm-up pass) with the evaluation's resize = ``resize``."""
-    from diffseg.engines import evaluation
+    from diffseg import prediction
+    from diffseg.engines.evaluation import evaluate_models
 
     segmentor, refiner = models
     device = torch.device("cpu")
-    kept = evaluation.resize_bilinear
-    evaluation.resize_bilinear = resize
+    kept = prediction.resize_bilinear
+    prediction.resize_bilinear = resize
     try:
-        evaluation.evaluate_models(refiner, segmentor, cfg, loader, val_ds, device, steps=steps)
+        evaluate_models(refiner, segmentor, cfg, loader, val_ds, device, steps=steps)
         t0 = time.perf_counter()
         for _ in range(repeats):
-            evaluation.evaluate_models(refiner, segmentor, cfg, loader, val_ds, device, steps=steps)
+            evaluate_models(refiner, segmentor, cfg, loader, val_ds, device, steps=steps)
         return (time.perf_counter() - t0) / repeats
     finally:
-        evaluation.resize_bilinear = kept
+        prediction.resize_bilinear = kept
 
 
 def curve_point_cost(profile: str, repeats: int) -> None:
@@ -179,7 +180,7 @@ def curve_point_cost(profile: str, repeats: int) -> None:
 
     from diffseg import curves, engines
     from diffseg.config import replace
-    from diffseg.engines.evaluation import resize_bilinear
+    from diffseg.prediction import resize_bilinear
     from diffseg.profiles import profile_config
 
     def always(x, size):  # the previous resize: interpolate even at equal size

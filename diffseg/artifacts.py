@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from diffseg.config import ExperimentConfig
 from diffseg.data.transforms import pad_to_multiple
 from diffseg.diffusion.samplers import get_sampler, make_step_grid
+from diffseg.prediction import resize_bilinear, to_input_size
 
 
 def _to_uint8_image(image: torch.Tensor) -> np.ndarray:
@@ -93,10 +94,8 @@ def make_artifacts(
     h, w = logits.shape[-2:]
     vh4, vw4 = -(-image.shape[-2] // 4), -(-image.shape[-1] // 4)
 
-    def to_full(lg: torch.Tensor) -> np.ndarray:
-        up = F.interpolate(lg.float(), size=padded.shape[-2:], mode="bilinear", align_corners=False)
-        up = up[..., : image.shape[-2], : image.shape[-1]]
-        up = F.interpolate(up, size=(h0, w0), mode="bilinear", align_corners=False)
+    def to_full(lg: torch.Tensor) -> np.ndarray:  # as the evaluator brings logits back (diffseg.prediction)
+        up = resize_bilinear(to_input_size(lg, padded.shape[-2:], image.shape[-2:]), (h0, w0))
         return up.argmax(1).to(torch.uint8).cpu().numpy()
 
     grid = make_step_grid(refiner.kernel.num_steps, min(cfg.eval.num_evals, refiner.kernel.num_steps))

@@ -148,7 +148,8 @@ def refine_folder(
 
     from diffseg.config import replace
     from diffseg.data.transforms import keep_ratio_size, normalize, resize_image
-    from diffseg.engines import load_refiner_from_run, predict, resolve_device
+    from diffseg.engines import load_refiner_from_run, resolve_device
+    from diffseg.prediction import predict
 
     plan = _output_plan(Path(input_path), Path(out_dir))  # every check before any model is loaded
     refiner_path = Path(refiner_path)

@@ -147,7 +147,7 @@ def test_an_equal_size_resize_is_the_identity_it_skips():
     import torch
     import torch.nn.functional as F
 
-    from diffseg.engines.evaluation import resize_bilinear
+    from diffseg.prediction import resize_bilinear
 
     x = torch.randn(2, 5, 12, 20)
     same = F.interpolate(x, size=(12, 20), mode="bilinear", align_corners=False)

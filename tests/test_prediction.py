@@ -8,9 +8,9 @@ import torch.nn.functional as F
 
 from diffseg.config import apply_overrides
 from diffseg.data.transforms import pad_to_multiple
-from diffseg.engines.evaluation import _windows, predict
 from diffseg.inference import refine
 from diffseg.models import build_refiner
+from diffseg.prediction import _windows, predict
 from diffseg.profiles import profile_config
 from diffseg.segmentors import build_segmentor
 

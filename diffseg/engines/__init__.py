@@ -42,10 +42,11 @@ from diffseg.engines.checkpoints import (
 )
 from diffseg.engines.common import NanLossError, iteration_seed, make_generator, resolve_device
 from diffseg.engines.dataflow import IterationSampler, SeededItems, get_dataflow, metric_ignore_index
-from diffseg.engines.evaluation import STEP_SELECTIONS, create_evaluator, evaluate_models, predict
+from diffseg.engines.evaluation import create_evaluator, evaluate_models
 from diffseg.engines.runner import build_models, check_base_weights, load_refiner_from_run, run, training
 from diffseg.engines.schedule import Stages, build_optimizer, scaled_lr, stage_lr_factor
 from diffseg.engines.trainers import create_base_trainer, create_refiner_trainer
+from diffseg.prediction import STEP_SELECTIONS, predict  # re-exported: evaluation's public face
 
 __all__ = [
     "CHECKPOINT_PREFIX",
