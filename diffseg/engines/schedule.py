@@ -4,10 +4,12 @@ the iteration layout of the two refiner stages."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import ignite.distributed as idist
 import torch
+from ignite.engine import Engine, Events
 from torch import nn
 
 from diffseg.config import ExperimentConfig
@@ -47,6 +49,27 @@ def build_optimizer(params: list[nn.Parameter], cfg: ExperimentConfig, lr: float
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+def attach_lr_schedule(
+    trainer: Engine,
+    optimizer: torch.optim.Optimizer,
+    lr: float,
+    cfg: ExperimentConfig,
+    bounds: Callable[[int], tuple[int, int]],
+) -> None:
+    """Set the learning rate before every iteration (an ignite handler, as ignite's own schedulers): ``lr`` times
+    `stage_lr_factor` within the stage ``bounds(it) -> (start, length)`` holding 0-based iteration ``it``."""
+
+    @trainer.on(Events.ITERATION_STARTED)
+    def _set(engine: Engine) -> None:
+        it = engine.state.iteration - 1
+        start, length = bounds(it)
+        warmup = min(cfg.optim.warmup_iters, length // 10)
+        set_lr(
+            optimizer,
+            lr * stage_lr_factor(it, start, length, warmup, cfg.optim.decay_at, cfg.optim.decay_gamma),
+        )
 
 
 @dataclass

@@ -19,7 +19,7 @@ from diffseg.engines.common import (
     make_generator,
     to_device,
 )
-from diffseg.engines.schedule import Stages, set_lr, stage_lr_factor
+from diffseg.engines.schedule import Stages, attach_lr_schedule
 
 
 def _check_finite(loss: torch.Tensor, engine: Engine) -> None:
@@ -39,19 +39,6 @@ def create_base_trainer(
     model = idist.auto_model(segmentor) if idist.get_world_size() > 1 else segmentor
 
     def step(engine: Engine, batch: dict[str, Any]) -> dict[str, float]:
-        it = engine.state.iteration - 1
-        set_lr(
-            optimizer,
-            lr
-            * stage_lr_factor(
-                it,
-                0,
-                total_iters,
-                min(cfg.optim.warmup_iters, total_iters // 10),
-                cfg.optim.decay_at,
-                cfg.optim.decay_gamma,
-            ),
-        )
         model.train()
         batch = to_device(batch, device, cfg.train.channels_last)
         with autocast_context(device, cfg.train.amp):
@@ -68,7 +55,9 @@ def create_base_trainer(
         optimizer.step()
         return {"loss": loss.item(), "lr": optimizer.param_groups[0]["lr"], "stage": 0}
 
-    return Engine(step)
+    trainer = Engine(step)
+    attach_lr_schedule(trainer, optimizer, lr, cfg, lambda it: (0, total_iters))
+    return trainer
 
 
 def global_pixel_mean(loss_sum: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
@@ -101,19 +90,6 @@ def create_refiner_trainer(
 
     def step(engine: Engine, batch: dict[str, Any]) -> dict[str, float]:
         it = engine.state.iteration - 1
-        start, length = stages.bounds(it)
-        set_lr(
-            optimizer,
-            lr
-            * stage_lr_factor(
-                it,
-                start,
-                length,
-                min(cfg.optim.warmup_iters, length // 10),
-                cfg.optim.decay_at,
-                cfg.optim.decay_gamma,
-            ),
-        )
         batch = to_device(batch, device, cfg.train.channels_last)
         # One generator per item, keyed by its position in the global batch: rank r's item j draws the timestep and
         # noise that item r * B + j draws in one process with the global batch.
@@ -147,16 +123,17 @@ def create_refiner_trainer(
             "stage": stages.stage_of(it),
         }
 
-    return Engine(step)
+    trainer = Engine(step)
+    attach_lr_schedule(trainer, optimizer, lr, cfg, stages.bounds)
+    return trainer
 
 
 def resume_at(trainer: Engine, start: int, total: int) -> None:
     """Make ``trainer.run`` continue at iteration ``start`` of one ``total``-iteration epoch.
 
-    The loader's sampler already starts at ``start`` (``IterationSampler``), so nothing is skipped or replayed.
+    The state is restored through ignite's ``Engine.load_state_dict``; the loader's sampler already starts at
+    ``start`` (``IterationSampler``), so nothing is skipped or replayed. (Model, optimiser and EMA states are
+    restored from the checkpoint by the runner.)
     """
     if start > 0:
-        trainer.state.iteration = start
-        trainer.state.epoch = 0
-        trainer.state.max_epochs = 1
-        trainer.state.epoch_length = total
+        trainer.load_state_dict({"iteration": start, "epoch_length": total, "max_epochs": 1})
