@@ -39,8 +39,10 @@ _STATE_KEYS = ("confusion", "boundary_intersect", "boundary_union")
 def boundary_width(height: int, width: int, ratio: float = 0.02) -> int:
     """Erosion depth d for an image of ``height`` x ``width``: ``max(1, round(ratio * diagonal))``.
 
-    As the release (``int(round(...))``; Python's and numpy's round both round half to even); a depth of 0
-    would give an empty boundary, so it is raised to 1, as the release does.
+    The rounding is the release's (``int(round(...))``; Python's and numpy's round both round half to even). The
+    release does not clamp: where d = 0 (diagonals of 25 px or less at ratio 0.02) its images contribute no
+    boundary. The clamp to 1 is the Boundary IoU reference code's (``mask_to_boundary``); kept so that tiny
+    images are scored, it changes nothing for images larger than that.
     """
     return max(1, int(round(ratio * math.sqrt(height**2 + width**2))))
 
