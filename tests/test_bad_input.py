@@ -434,12 +434,12 @@ def test_a_truncated_image_met_during_training_names_the_file(world: World, tmp_
 
 def test_an_unreadable_folder_is_one_line(tmp_path, capsys, monkeypatch) -> None:
     """(Simulated: the tests run as root, whom permission bits do not stop.)"""
-    import diffseg.data
+    import diffseg.data.cli
 
     def denied(name, root, splits=None):
         raise PermissionError(13, "Permission denied", str(root))
 
-    monkeypatch.setattr(diffseg.data, "check_dataset", denied)
+    monkeypatch.setattr(diffseg.data.cli, "check_dataset", denied)
     assert main(["data", "check", "--dataset", "ade20k", "--root", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"diffseg data: error: [Errno 13] Permission denied: '{tmp_path}'"]
