@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from diffseg.cli import main
-from diffseg.config import apply_overrides, replace, save_config
+from diffseg.config import apply_overrides, load_config, replace, save_config
 from diffseg.data import write_synthetic
 from diffseg.data.cityscapes import LABEL_ID_TO_TRAIN_ID
 from diffseg.engines import load_latest_checkpoint, training
@@ -269,7 +269,7 @@ def eval_with_a_checkpoint_of_another_model(w: World, tmp: Path):
 
 def eval_with_a_changed_config(w: World, tmp: Path):
     run = _copy(w.run, tmp / "run")
-    cfg = apply_overrides(profile_config("smoke", "ade20k"), {"data.root": "x", "unet.width": 8})
+    cfg = apply_overrides(load_config(run / "config.yaml"), {"unet.width": 8})
     save_config(cfg, run / "config.yaml")  # a config.yaml edited by hand after training
     return ["eval", "--run", str(run)], [run], r"is for another model"
 
