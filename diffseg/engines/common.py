@@ -30,7 +30,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 # The random streams of a run, one per kind of draw; a stream's seeds never collide with another's.
 STREAM_EPOCH_ORDER = 1  # the permutation of the training split for one epoch
 STREAM_AUGMENT = 2  # one training item's augmentation, keyed by its position in the global batch
-STREAM_REFINER = 3  # one rank's timesteps, prior sample and forward noise for one refiner iteration
+STREAM_REFINER = 3  # one training item's timestep, prior sample and forward noise, keyed like STREAM_AUGMENT
 STREAM_EVAL = 5  # one rank's sampler noise for one evaluation batch
 STREAM_BASE_INIT = 9  # the base segmentor's initial weights
 STREAM_REFINER_INIT = 11  # the denoiser's (and frozen embedding's) initial weights
