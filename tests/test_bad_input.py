@@ -397,6 +397,19 @@ def test_metrics_api_refuses_bad_labels(pred, target, expected) -> None:
 
 
 # -- run-time mistakes and interruptions -----------------------------------------------------------------------
+def _on_the_worlds_base(world: World, tmp_path: Path, overrides: dict[str, object]):
+    """A smoke refiner config on the finished run's frozen base (no base training), data under ``tmp_path``."""
+    base = {
+        "data.root": str(tmp_path / "data" / "ade20k"),
+        "data.synth_n_train": 8,
+        "data.synth_n_val": 2,
+        "segmentor.weights": str(world.run / "base.safetensors"),
+        "segmentor.train_iterations": 0,
+        "device": "cpu",
+    }
+    return apply_overrides(profile_config("smoke", "ade20k"), {**base, **overrides})
+
+
 def test_overrides_may_stand_between_options(tmp_path, capsys) -> None:
     """A second block of overrides after an option is read as overrides, not refused by argparse."""
     argv = [
@@ -449,19 +462,7 @@ def test_a_resumed_run_logs_each_iteration_once(world: World, tmp_path) -> None:
     """Resuming from an older checkpoint (the newest was truncated) trains those iterations again: logged once."""
     import csv
 
-    cfg = apply_overrides(
-        profile_config("smoke", "ade20k"),
-        {
-            "data.root": str(tmp_path / "data" / "ade20k"),
-            "data.synth_n_train": 8,
-            "data.synth_n_val": 2,
-            "segmentor.weights": str(world.run / "base.safetensors"),
-            "segmentor.train_iterations": 0,
-            "train.checkpoint_every": 5,
-            "train.log_every": 1,
-            "device": "cpu",
-        },
-    )
+    cfg = _on_the_worlds_base(world, tmp_path, {"train.checkpoint_every": 5, "train.log_every": 1})
     run = tmp_path / "run"
     assert "interrupted_at" in training(cfg, run, progress=False, stop_after=12)
     newest = run / "checkpoints" / "checkpoint_12.pt"
@@ -526,18 +527,7 @@ def test_a_nan_loss_is_one_line_with_advice_for_the_config(
         out = original(self, *args, **kwargs)
         return {**out, "ce_sum": out["ce_sum"] * float("nan")}
 
-    cfg = apply_overrides(
-        profile_config("smoke", "ade20k"),
-        {
-            "data.root": str(tmp_path / "data" / "ade20k"),
-            "data.synth_n_train": 8,
-            "data.synth_n_val": 2,
-            "segmentor.weights": str(world.run / "base.safetensors"),
-            "segmentor.train_iterations": 0,
-            "optim.grad_clip": grad_clip,
-            "device": "cpu",
-        },
-    )
+    cfg = _on_the_worlds_base(world, tmp_path, {"optim.grad_clip": grad_clip})
     save_config(cfg, tmp_path / "cfg.yaml")
     monkeypatch.setattr(MaskPriorRefiner, "loss", diverging)
     code = main(

@@ -141,6 +141,11 @@ class ADE20K(Dataset):
         return "raw ADE20K values 0 (other) .. 150"
 
     @staticmethod
+    def encoding_problem(values: dict[Path, set[int]]) -> str | None:
+        """None: ADE20K has one encoding, so an out-of-range value (caught per file) is the only way to be wrong."""
+        return None
+
+    @staticmethod
     def encode(raw: np.ndarray, ann_path: Path) -> np.ndarray:
         """Raw annotation (H, W) uint8 -> 150-class labels (H, W) uint8, 255 = ignore."""
         return _reduce_zero_lut()[raw]

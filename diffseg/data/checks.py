@@ -80,12 +80,6 @@ def _open_fully(path: Path) -> Image.Image:
     return img
 
 
-def _encoding_problem(cls: Any, values: dict[Path, set[int]]) -> str | None:
-    """The dataset's own diagnosis of annotations in another encoding (``encoding_problem``), where it has one."""
-    diagnose = getattr(cls, "encoding_problem", None)
-    return diagnose(values) if diagnose else None
-
-
 def check_dataset(
     name: str, root: str | Path, splits: list[str] | tuple[str, ...] | None = None
 ) -> dict[str, Any]:
@@ -136,14 +130,14 @@ def check_dataset(
             bad = sorted(int(v) for v in values - set(cls.raw_valid_values(ann_path)))
             if bad:
                 raise DatasetError(
-                    _encoding_problem(cls, {ann_path: values})
+                    cls.encoding_problem({ann_path: values})
                     or f"label value(s) {bad} in {ann_path} are outside the {name} range; expected "
                     f"{cls.describe_valid_values(ann_path)}"
                 )
             sizes[f"{img.size[1]}x{img.size[0]}"] += 1
             hist += np.bincount(cls.encode(raw, ann_path).ravel(), minlength=256)[:256]
         # Some mistakes show only across files: a whole split in another encoding with every value in range.
-        problem = _encoding_problem(cls, present)
+        problem = cls.encoding_problem(present)
         if problem:
             raise DatasetError(problem)
         label_hist = {n: int(hist[i]) for i, n in enumerate(cls.CLASS_NAMES)}

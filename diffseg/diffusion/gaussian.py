@@ -174,13 +174,5 @@ class Gaussian(nn.Module):
         eps_hat = (x_t.to(self.dtype) - signal_t * x0_hat) / sigma_t
         return signal_s * x0_hat + sigma_s * eps_hat
 
-    def posterior_step(
-        self,
-        x_t: torch.Tensor,
-        x0_logits: torch.Tensor,
-        t: torch.Tensor,
-        s: torch.Tensor | int,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """The strict sampler's step from level t to s < t (the discrete kernels' contract): a DDIM step."""
-        return self.ddim_step(x_t, x0_logits, t, s, generator)
+    # The strict sampler's step from level t to s < t, the discrete kernels' contract: here a DDIM step.
+    posterior_step = ddim_step
