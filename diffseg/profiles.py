@@ -74,7 +74,7 @@ def notes(profile: str) -> str:
     purpose = (
         "a plumbing check; its numbers are noise"
         if profile == "smoke"
-        else "the whole study on a 2-core CPU in about 30 minutes"
+        else "the whole study on a 2-core CPU in about 37 minutes (setup included)"
     )
     return (
         f"**Profile `{profile}`**: {purpose}. Synthetic scenes written in the real on-disk layouts: ADE20K-style "
