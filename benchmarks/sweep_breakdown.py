@@ -1,6 +1,6 @@
 """Where the study's time goes: per experiment, per kind of training and evaluation, and inside one refiner step.
 
-    .venv/bin/python benchmarks/sweep_breakdown.py [--profile cpu] [--results results] [--steps 30]
+    .venv/bin/python benchmarks/sweep_breakdown.py [--profile cpu] [--results results] [--steps 30] [--malloc]
 
 Part 1 reads what a finished sweep left behind, so it costs nothing to run: the run folders' ``log.csv`` (a
 timestamp every ``train.log_every`` iterations: the seconds a training took and its iterations) and the results
@@ -9,13 +9,16 @@ rows (``eval_time_s`` per evaluation). Part 2 times the parts of one refiner tra
 backward, optimiser) over ``--steps`` steps in this process, single-threaded as a sweep worker runs, with a
 randomly initialised base (the cost does not depend on the weights). Each part is also given as a share of the
 whole step, so the lever for a faster study can be read off the table. Part 3 times one learning-curve point
-the way the previous code computed it and the way it is computed now, in the same process.
+the way the previous code computed it and the way it is computed now, in the same process. Part 4
+(``--malloc``) times the step with glibc's default heap trimming and with the sweep workers' malloc settings, each
+in fresh subprocesses (glibc reads them at process start), with the minor page faults per step.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import resource
 import sys
 import time
 from collections import defaultdict
@@ -119,9 +122,11 @@ def step_anatomy(profile: str, steps: int, noise_object: str, batch_size: int | 
     first = f"noise object '{noise_object}'" + (
         " (a no-grad denoiser pass)" if noise_object == "first" else ""
     )
+    faults0 = 0
     for i in range(steps + 3):
         if i == 3:  # warm-up done
             parts.clear()
+            faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         batch = timed("data (decode, augment, collate)", next, it)
         gen = make_generator(iteration_seed(cfg.seed, i, STREAM_REFINER, 0), device)
         image, mask = batch["image"], batch["mask"]
@@ -138,6 +143,7 @@ def step_anatomy(profile: str, steps: int, noise_object: str, batch_size: int | 
         timed("backward", loss.backward)
         timed("optimiser step (AdamW)", opt.step)
     whole = sum(parts.values())
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / steps
     print(
         f"## Part 2: one {profile} refiner step, ADE20K layout, {cfg.segmentor.name}, UNet width "
         f"{cfg.unet.width}, batch {cfg.data.batch_size}, crop {cfg.data.crop_size}, 1 thread, {steps} steps\n"
@@ -147,6 +153,59 @@ def step_anatomy(profile: str, steps: int, noise_object: str, batch_size: int | 
     for name, s in sorted(parts.items(), key=lambda kv: -kv[1]):
         print(f"| {name} | {1000 * s / steps:.1f} | {s / whole:.0%} |")
     print(f"| **whole step** | **{1000 * whole / steps:.1f}** | 100% |\n")
+    print(f"Minor page faults per step: {faults:.0f}.\n")
+
+
+def whole_step(profile: str, steps: int) -> None:
+    """Part 4's measurement: ``steps`` training steps as the refiner trainer runs them (frozen segmentor, DFP loss,
+    backward, AdamW), after 3 warm-up steps; prints ``STEP <ms per step> <minor page faults per step>``."""
+    from diffseg.engines import build_models, get_dataflow, scaled_lr
+    from diffseg.profiles import profile_config
+
+    torch.set_num_threads(1)
+    cfg = profile_config(profile, "ade20k")
+    loader, _, val_ds = get_dataflow(cfg, steps + 3)
+    _, refiner = build_models(cfg, torch.device("cpu"), None, val_ds.num_classes)
+    opt = torch.optim.AdamW([p for p in refiner.denoiser.parameters() if p.requires_grad], lr=scaled_lr(cfg))
+    batches = list(loader)  # decoded up front: the data's cost does not depend on the heap settings
+    refiner.denoiser.train()
+    for i, batch in enumerate(batches):
+        if i == 3:
+            t0, faults0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        loss = refiner.loss(batch, noise_object=cfg.refiner.noise_object)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    ms = 1000 * (time.perf_counter() - t0) / steps
+    print(f"STEP {ms:.2f} {(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / steps:.0f}")
+
+
+def malloc_effect(profile: str, steps: int, repeats: int) -> None:
+    """Part 4: the refiner step with glibc's default heap trimming and with the sweep workers' settings
+    (``diffseg.study.sweep.WORKER_MALLOC_ENV``). glibc reads them at process start, so each is timed in a fresh
+    subprocess of this script (interleaved, ``repeats`` times each, median reported) rather than in this one."""
+    import os
+    import statistics
+    import subprocess
+
+    from diffseg.study.sweep import WORKER_MALLOC_ENV
+
+    clean = {k: v for k, v in os.environ.items() if k not in WORKER_MALLOC_ENV}
+    runs: dict[str, list[tuple[float, float]]] = {"glibc defaults": [], "sweep workers": []}
+    for _ in range(repeats):
+        for name, env in (("glibc defaults", clean), ("sweep workers", {**clean, **WORKER_MALLOC_ENV})):
+            cmd = [sys.executable, __file__, "--profile", profile, "--steps", str(steps), "--step-only"]
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+            ms, faults = next(line for line in out.splitlines() if line.startswith("STEP ")).split()[1:]
+            runs[name].append((float(ms), float(faults)))
+    print(f"## Part 4: heap trimming, one {profile} refiner step (median of {repeats} fresh processes)\n")
+    print("| malloc settings | ms / step | minor page faults / step | speed-up |")
+    print("|---|---|---|---|")
+    base = statistics.median(ms for ms, _ in runs["glibc defaults"])
+    for name, rs in runs.items():
+        ms = statistics.median(m for m, _ in rs)
+        print(f"| {name} | {ms:.1f} | {statistics.median(f for _, f in rs):.0f} | {base / ms:.2f}x |")
+    print()
 
 
 def _seconds_per_evaluation(models, cfg, loader, val_ds, steps: str, resize, repeats: int) -> float:
@@ -216,11 +275,18 @@ def main() -> int:
     )
     p.add_argument("--skip-step", action="store_true", help="part 1 only")
     p.add_argument("--repeats", type=int, default=2, help="timed repeats of each evaluation in part 3")
+    p.add_argument("--malloc", action="store_true", help="also part 4: glibc heap trimming on / off")
+    p.add_argument("--step-only", action="store_true", help=argparse.SUPPRESS)  # part 4's subprocesses
     args = p.parse_args()
+    if args.step_only:
+        whole_step(args.profile, args.steps)
+        return 0
     study_breakdown(Path(args.results), args.profile)
     if not args.skip_step:
         step_anatomy(args.profile, args.steps, args.noise_object, args.batch)
         curve_point_cost(args.profile, args.repeats)
+    if args.malloc:
+        malloc_effect(args.profile, args.steps, args.repeats)
     return 0
 
 

@@ -119,7 +119,7 @@ def eval_config(cfg, stage: int):
 
 def records_strict(ecfg) -> bool:
     """Whether a curve point of evaluation config ``ecfg`` also records the strict sampler (finding 3)."""
-    return ecfg.eval.sampler == "free_renoise" and not ecfg.eval.multi_scale
+    return ecfg.eval.sampler == "free_renoise" and not ecfg.eval.multi_scale and ecfg.train.curve_strict
 
 
 def subset_loader(cfg, val_ds, rank: int = 0, world_size: int = 1):

@@ -195,6 +195,8 @@ class TrainConfig:
     ema_interval: int = 25
     checkpoint_every: int = 2000
     eval_every: int = 0  # 0: evaluate only at the end
+    # a free re-noising arm's curve points also score the strict sampler (finding 3's budget curve)
+    curve_strict: bool = True
     log_every: int = 50
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     channels_last: bool = True  # on CUDA

@@ -61,13 +61,14 @@ def is_two_stage(cfg: ExperimentConfig) -> bool:
 
 def stage1_config(cfg: ExperimentConfig) -> ExperimentConfig:
     """The stage-1-only training a two-stage config starts from; settings stage 1 never reads are normalised,
-    so arms that differ only in them (noise object, EMA, stage-2 length, evaluation) share it."""
+    so arms that differ only in them (noise object, EMA, stage-2 length, evaluation, the strict curve: stage 1
+    samples in a single step) share it."""
     defaults = type(cfg.refiner)()
     return replace(
         cfg,
         name="stage1",
         refiner=replace(cfg.refiner, noise_object=defaults.noise_object),
-        train=replace(cfg.train, stage2_iterations=0, ema=False),
+        train=replace(cfg.train, stage2_iterations=0, ema=False, curve_strict=True),
         # evaluation settings at their defaults but the batch: the stage-1 learning curve batches as the arm does
         eval=type(cfg.eval)(batch_size=cfg.eval.batch_size),
     )
