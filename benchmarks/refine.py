@@ -4,8 +4,8 @@
     .venv/bin/python benchmarks/refine.py --device cpu --quick      # ~2 minutes on a loaded 2-core CPU
 
 ``refine`` runs the frozen segmentor once and reuses its outputs at every denoiser evaluation, so a row costs
-base + steps x one denoiser evaluation (+ the sampler's noise). Samplers: ``strict`` (ancestral), ``free_renoise``
-(the paper's FR) and ``single_step`` (one evaluation, listed once). Steps default to 1, 2, 5, 10, 20, 100 with
+base + steps x one denoiser evaluation (+ the sampler's noise). Samplers: ``strict`` (ancestral), ``strict_release``
+(the release's strict step), ``free_renoise`` (the paper's FR) and ``single_step`` (one evaluation, listed once). Steps default to 1, 2, 5, 10, 20, 100 with
 T = 100; ``--quick`` keeps single step and 2-step FR, the figures of the target "within 3x the base segmentor".
 Random weights: latency does not depend on them. Ratios are against the base measured in the same process.
 """

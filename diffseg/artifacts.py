@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from diffseg.config import ExperimentConfig
 from diffseg.data.transforms import pad_to_multiple
-from diffseg.diffusion.samplers import get_sampler, make_step_grid
+from diffseg.diffusion.samplers import STEP_GRIDS, get_sampler
 from diffseg.prediction import resize_bilinear, to_input_size
 
 
@@ -98,7 +98,8 @@ def make_artifacts(
         up = resize_bilinear(to_input_size(lg, padded.shape[-2:], image.shape[-2:]), (h0, w0))
         return up.argmax(1).to(torch.uint8).cpu().numpy()
 
-    grid = make_step_grid(refiner.kernel.num_steps, min(cfg.eval.num_evals, refiner.kernel.num_steps))
+    T = refiner.kernel.num_steps
+    grid = STEP_GRIDS[cfg.eval.grid](T, min(cfg.eval.num_evals, T))  # the run's grid, even for single step
     sampler = cfg.eval.sampler if cfg.eval.sampler != "single_step" else "free_renoise"
     xs, step_logits = trace(refiner, cond, (n, h, w), grid, sampler, gen)
     out: dict[str, Any] = {

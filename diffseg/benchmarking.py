@@ -174,11 +174,20 @@ def bf16_relative_error(
 
     The bf16 path runs the base segmentor and the denoiser under ``torch.autocast(bfloat16)``, as training does
     with ``train.amp``; both paths see the same x_t (the kernel's prior sample from ``seed``) and the same ``t``
-    (default T). Works on CPU and CUDA.
+    (default T), in eval mode (the release head's dropout would otherwise differ between the two passes). Works on
+    CPU and CUDA.
     """
-    device = image.device
-    kernel = refiner.kernel
-    t = kernel.num_steps if t is None else t
+    t = refiner.kernel.num_steps if t is None else t
+    was_training = refiner.training
+    refiner.eval()
+    try:
+        return _relative_error(refiner, image, t, seed)
+    finally:
+        refiner.train(was_training)
+
+
+def _relative_error(refiner: torch.nn.Module, image: torch.Tensor, t: int, seed: int) -> float:
+    device, kernel = image.device, refiner.kernel
     with torch.inference_mode():
         features, logits = refiner.base_outputs(image)
         b, _, h, w = logits.shape

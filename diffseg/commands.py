@@ -59,8 +59,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--sampler",
         default=None,
-        choices=("strict", "free_renoise", "single_step"),
-        help="inference scheme (default: the run's)",
+        help="inference scheme: strict | strict_release | free_renoise | single_step (default: the run's; checked "
+        "against the sampler registry with the config)",
     )
     p.add_argument("--ms", action="store_true", help="multi-scale + flip test (final step only)")
     p.add_argument("--mode", default=None, choices=("whole", "slide"), help="whole-image or sliding-window")
@@ -191,13 +191,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from diffseg.config import replace
+    from diffseg.config import EvalConfig, replace
     from diffseg.data import build_dataset, collate
     from diffseg.engines import evaluate_models, load_refiner_from_run, resolve_device
 
     run_dir = Path(args.run)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    if args.sampler is not None or args.mode is not None:  # a typo fails before the run is loaded
+        EvalConfig(**{k: v for k, v in (("sampler", args.sampler), ("mode", args.mode)) if v is not None})
     cfg, refiner, segmentor = load_refiner_from_run(run_dir, resolve_device("auto"))
     ev = cfg.eval
     changes: dict[str, Any] = {}

@@ -16,6 +16,8 @@ from torch import nn
 
 from diffseg.config import ExperimentConfig
 from diffseg.data.transforms import pad_to_multiple
+from diffseg.diffusion import STEP_GRIDS
+from diffseg.diffusion.generators import Generators
 
 
 def to_input_size(
@@ -67,7 +69,7 @@ def _forward_full(
     segmentor: nn.Module,
     image: torch.Tensor,
     cfg: ExperimentConfig,
-    generator: torch.Generator | None,
+    generator: Generators,
     which: str = "all",
 ) -> tuple[torch.Tensor, list[tuple[int, torch.Tensor]]]:
     """Base logits and refined logits per collected step, at the image's resolution.
@@ -90,7 +92,7 @@ def _forward_full(
             steps = refiner.refine(
                 base=base,
                 sampler=ev.sampler,
-                steps=_num_evals(cfg),
+                steps=step_grid(cfg),
                 generator=generator,
                 guidance=ev.guidance,
             )
@@ -121,10 +123,13 @@ def _forward_full(
     return base_sum / count, [(t, s / count) for t, s in step_sums]
 
 
-def _num_evals(cfg: ExperimentConfig) -> int:
+def step_grid(cfg: ExperimentConfig) -> list[int]:
+    """The levels an evaluation visits: ``eval.grid``'s rule for ``eval.num_evals`` (capped at T); [T] for the
+    single-step sampler."""
+    T = cfg.diffusion.num_steps
     if cfg.eval.sampler == "single_step":
-        return 1
-    return min(cfg.eval.num_evals, cfg.diffusion.num_steps)
+        return [T]
+    return STEP_GRIDS[cfg.eval.grid](T, min(cfg.eval.num_evals, T))
 
 
 @torch.inference_mode()
@@ -133,7 +138,7 @@ def predict(
     segmentor: nn.Module,
     batch: dict[str, Any],
     cfg: ExperimentConfig,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     multi_scale: bool = False,
     steps: str = "all",
 ) -> tuple[torch.Tensor, list[tuple[int, torch.Tensor]]]:

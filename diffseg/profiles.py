@@ -175,11 +175,19 @@ def profile_config(
             data=data,
             segmentor=SegmentorConfig(name=segmentor, weights=PAPER_WEIGHTS.get((dataset, segmentor))),
             diffusion=DiffusionConfig(),
-            unet=UNetConfig(width=PAPER_WIDTH.get(segmentor, 256)),
+            # the release's UNet: weight-standardised convs, values / (h*w), conv -> 256 -> Dropout2d(0.1) -> K
+            unet=UNetConfig(
+                width=PAPER_WIDTH.get(segmentor, 256),
+                weight_standardized=True,
+                attention_scale_v=True,
+                head_channels=256,
+            ),
             refiner=RefinerConfig(),
-            optim=OptimConfig(),
+            # the release's step policy: halved every 10k (stage 1) / 20k (stage 2) iterations, floored at 1e-6
+            optim=OptimConfig(decay_every=(10_000, 20_000), min_lr=1e-6),
             train=TrainConfig(eval_every=16_000),  # 15 learning-curve points over 80k + 160k iterations
-            eval=EvalConfig(num_evals=10, mode="whole"),
+            # the release's grid ends at the cleanest level: T = 100, 10 -> [100, 90, ..., 10, 1]
+            eval=EvalConfig(num_evals=10, mode="whole", grid="release"),
         )
     small = profile == "smoke"
     return ExperimentConfig(

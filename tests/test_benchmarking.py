@@ -106,7 +106,9 @@ def test_train_step_fails_on_a_bf16_error_above_the_limit() -> None:
 def test_refine_dry_run(capsys: pytest.CaptureFixture[str]) -> None:
     results = _script("refine").main(TINY + shlex.split("--size 32 32 --repeats 1 --steps 1 2 20"))
     # steps above T are dropped; single step listed once
-    expected = {"base", "single_step@1"} | {f"{s}@{n}" for s in ("strict", "free_renoise") for n in (1, 2)}
+    expected = {"base", "single_step@1"} | {
+        f"{s}@{n}" for s in ("strict", "strict_release", "free_renoise") for n in (1, 2)
+    }
     assert set(results) == expected
     assert all(ms > 0 for ms in results.values())
     assert "target free_renoise@2" in capsys.readouterr().out

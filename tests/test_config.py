@@ -61,7 +61,7 @@ def test_hash_ignores_cosmetic_keys_only() -> None:
         ),
         ("refiner.noise_object=prediction", r"'refiner\.noise_object' = 'prediction'.*gt, base, first"),
         ("refiner.condition=image", r"'refiner\.condition' = 'image'.*features, logits, mask"),
-        ("eval.sampler=ddim", r"'eval\.sampler' = 'ddim'.*strict, free_renoise, single_step"),
+        ("eval.sampler=ddim", r"'eval\.sampler' = 'ddim'.*strict, strict_release, free_renoise, single_step"),
         ("eval.mode=sliding", r"'eval\.mode' = 'sliding'.*whole, slide"),
         ("data.dataset=coco", r"'data\.dataset' = 'coco'.*ade20k, cityscapes"),
         ("train.stage1_iterations=-5", r"'train\.stage1_iterations' must be >= 0, got -5"),

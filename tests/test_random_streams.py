@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 import torch
 
 import diffseg.engines.trainers as trainers
@@ -64,3 +65,33 @@ def test_each_rank_draws_its_own_refiner_noise(tmp_path, monkeypatch) -> None:
     # A pure function of the seeds; rank 1 draws other timesteps and noise.
     assert _first_loss(cfg, batch, 0, monkeypatch) == rank0
     assert abs(_first_loss(cfg, batch, 1, monkeypatch) - rank0) > 1e-6
+
+
+def test_an_images_evaluation_noise_does_not_depend_on_its_batch(tmp_path) -> None:
+    """The evaluator keys each image's sampler noise by its id: one batch of 4 scores exactly what 4 batches of 1
+    score (and so any split of the val set over ranks), with the refiner's stochastic multi-step sampler."""
+    from diffseg.data import collate
+    from diffseg.engines.evaluation import create_evaluator
+
+    cfg = apply_overrides(profile_config("smoke", "ade20k"), {"device": "cpu", "eval.num_evals": 3})
+    device = torch.device("cpu")
+    torch.manual_seed(0)
+    segmentor, refiner = build_models(cfg, device, None, num_classes=150)
+    refiner.eval()
+    g = torch.Generator().manual_seed(5)
+    items = [
+        {"image": torch.rand(3, 32, 32, generator=g), "mask": torch.randint(0, 150, (32, 32), generator=g),
+         "id": f"img_{i:04d}"}
+        for i in range(4)
+    ]  # fmt: skip
+
+    def scores(batches):
+        ev = create_evaluator(refiner, segmentor, cfg, 150, 255, device, seed=cfg.seed)
+        ev.run(batches)
+        return [m["mIoU"] for m in ev.state.results["refined"]]
+
+    together = scores([collate(items)])
+    apart = scores([collate([it]) for it in items])
+    assert together == pytest.approx(apart, abs=1e-12)
+    shuffled = scores([collate(items[2:]), collate(items[:2])])
+    assert together == pytest.approx(shuffled, abs=1e-12)

@@ -79,3 +79,76 @@ def test_projected_input_equals_the_full_concatenation(size: tuple[int, int]) ->
         unet.project_input(x, first_channel=5)
     with pytest.raises(ValueError, match="fewer leading channels"):
         unet(x[:, :0], t, projected=projected)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the release's UNet options (paper profile)
+
+
+def test_weight_standardised_convs_ignore_the_scale_and_offset_of_their_filters() -> None:
+    """A weight-standardised conv uses (w - mean) / sqrt(var + eps) per filter: shifting a filter by a constant
+    leaves the UNet's output unchanged, and so does scaling it (up to eps = 1e-5 against the filter's variance);
+    a plain conv's output changes."""
+    from diffseg.models.unet import WeightStandardizedConv2d
+
+    torch.manual_seed(0)
+    unet = UNet(3, 2, width=16, dim_mults=(1, 1), weight_standardized=True).eval()
+    conv = unet.downs[0][0].block1.conv
+    assert isinstance(conv, WeightStandardizedConv2d)
+    x, t = _x(2, 3, 8, 8), torch.tensor([1, 5])
+    before = unet(x, t)
+    with torch.no_grad():
+        conv.weight.add_(0.5)
+    torch.testing.assert_close(unet(x, t), before, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        conv.weight.mul_(3.0)
+    torch.testing.assert_close(unet(x, t), before, rtol=0, atol=1e-3)
+    torch.manual_seed(0)
+    plain = UNet(3, 2, width=16, dim_mults=(1, 1)).eval()
+    before = plain(x, t)
+    with torch.no_grad():
+        plain.downs[0][0].block1.conv.weight.mul_(3.0).add_(0.5)
+    assert not torch.allclose(plain(x, t), before, atol=1e-3)
+
+
+def test_linear_attention_scale_v_divides_the_values_by_the_positions() -> None:
+    from diffseg.models.unet import LinearAttention
+
+    torch.manual_seed(0)
+    scaled = LinearAttention(16, scale_v=True)
+    plain = LinearAttention(16)
+    plain.load_state_dict(scaled.state_dict())
+    x = _x(2, 16, 6, 5)
+    with torch.no_grad():  # v is the last third of to_qkv's output channels: scale its weights instead
+        plain.to_qkv.weight[2 * 128 :] /= 6 * 5
+    torch.testing.assert_close(scaled(x), plain(x), rtol=1e-5, atol=1e-6)
+
+
+def test_the_release_head_has_dropout_in_train_mode_only() -> None:
+    torch.manual_seed(0)
+    unet = UNet(3, 5, width=16, dim_mults=(1, 1), head_channels=32, head_dropout=0.5)
+    assert (
+        unet.final_conv.out_channels == 32
+        and unet.head[1].in_channels == 32
+        and unet.head[1].out_channels == 5
+    )
+    x, t = _x(2, 3, 8, 8), torch.tensor([1, 5])
+    unet.train()
+    assert not torch.allclose(unet(x, t), unet(x, t))  # Dropout2d drops other channels on each call
+    unet.eval()
+    torch.testing.assert_close(unet(x, t), unet(x, t), rtol=0, atol=0)
+    assert unet(x, t).shape == (2, 5, 8, 8)
+    with pytest.raises(ValueError, match="head_channels must be >= 0 and head_dropout in"):
+        UNet(3, 5, width=16, head_channels=-1)
+
+
+def test_the_paper_profile_builds_the_release_unet() -> None:
+    from diffseg.profiles import profile_config
+
+    cfg = profile_config("paper", "ade20k", "segformer-b0")
+    assert (cfg.unet.weight_standardized, cfg.unet.attention_scale_v, cfg.unet.head_channels) == (
+        True,
+        True,
+        256,
+    )
+    assert cfg.unet.head_dropout == 0.1

@@ -24,7 +24,7 @@ class ConfigError(ValueError):
 @functools.cache
 def _choices() -> dict[str, tuple[str, ...]]:
     """Enumerated settings, from the registries that define them (imported on first use: they import torch, not the model zoos)."""
-    from diffseg.diffusion import KERNELS, SAMPLERS, SCHEDULES
+    from diffseg.diffusion import KERNELS, SAMPLERS, SCHEDULES, STEP_GRIDS
     from diffseg.models.options import CONDITIONS, NOISE_OBJECTS
 
     return {
@@ -35,6 +35,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
         "refiner.noise_object": tuple(NOISE_OBJECTS),
         "eval.sampler": tuple(SAMPLERS),
         "eval.mode": ("whole", "slide"),
+        "eval.grid": tuple(STEP_GRIDS),
     }
 
 
@@ -136,9 +137,18 @@ class UNetConfig:
     dim_mults: tuple[int, ...] = (1, 1, 1)
     attention: bool = True
     groups: int = 8
+    # the release's UNet (on in the paper profile): weight-standardised convs, linear-attention values / (h*w),
+    # and its head: a 1x1 conv to head_channels, Dropout2d(head_dropout), a 1x1 conv to K (0: straight to K)
+    weight_standardized: bool = False
+    attention_scale_v: bool = False
+    head_channels: int = 0
+    head_dropout: float = 0.1
 
     def __post_init__(self) -> None:
         _check_at_least("unet.width", self.width, 1)
+        _check_at_least("unet.head_channels", self.head_channels, 0)
+        if not 0 <= self.head_dropout < 1:
+            raise ConfigError(f"config key 'unet.head_dropout' must be in [0, 1), got {self.head_dropout!r}")
         _check_at_least("unet.groups", self.groups, 1)
         _check_positive("unet.dim_mults", self.dim_mults)
 
@@ -160,7 +170,10 @@ class RefinerConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with linear warmup and step decay (the release's defaults)."""
+    """AdamW with linear warmup and step decay: x ``decay_gamma`` at fractions ``decay_at`` of each stage, or, with
+    ``decay_every`` = (stage 1, stage 2) iterations, every that many iterations of the stage, floored at ``min_lr``
+    (the release: halved every 10k in stage 1 and every 20k or 50k in stage 2, floored at 1e-6; mmcv's ``step``
+    policy)."""
 
     lr: float = 1.5e-4
     betas: tuple[float, float] = (0.9, 0.96)
@@ -168,6 +181,8 @@ class OptimConfig:
     warmup_iters: int = 1000
     decay_at: tuple[float, ...] = (0.5, 0.75)  # fractions of the stage's iterations where lr is multiplied
     decay_gamma: float = 0.5
+    decay_every: tuple[int, int] = (0, 0)  # > 0: decay every N iterations of stage 1 / stage 2 (not decay_at)
+    min_lr: float = 0.0  # floor of the decayed lr (before the warmup factor)
     grad_clip: float | None = None
     reference_batch: int = 32  # the batch the lr is tuned for; lr scales with the effective batch
 
@@ -178,6 +193,14 @@ class OptimConfig:
         _check_at_least("optim.reference_batch", self.reference_batch, 1)
         if self.grad_clip is not None:
             _check_positive("optim.grad_clip", self.grad_clip)
+        if len(self.decay_every) != 2 or any(
+            isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in self.decay_every
+        ):
+            raise ConfigError(
+                f"config key 'optim.decay_every' must be two iteration counts >= 0 (stage 1, stage 2; 0: use "
+                f"optim.decay_at), got {self.decay_every!r}"
+            )
+        _check_at_least("optim.min_lr", self.min_lr, 0)
         if any(not 0 < f <= 1 for f in self.decay_at):
             raise ConfigError(
                 f"config key 'optim.decay_at' must hold fractions in (0, 1], got {self.decay_at}"
@@ -214,8 +237,11 @@ class TrainConfig:
 class EvalConfig:
     """Inference: sampler, step grid, test-time augmentation."""
 
-    sampler: str = "free_renoise"  # strict | free_renoise | single_step
+    sampler: str = "free_renoise"  # strict | strict_release | free_renoise | single_step
     num_evals: int = 10  # network evaluations; the grid spreads them evenly from T down to 1
+    # even: num_evals levels from T down (T, T - T/n, ...); release: the release's grid, which also evaluates
+    # the cleanest level t = 1 (num_evals + 1 evaluations unless the stride reaches it)
+    grid: str = "even"
     mode: str = "whole"  # whole | slide
     slide_crop: tuple[int, int] = (512, 512)
     slide_stride: tuple[int, int] = (341, 341)
@@ -229,6 +255,7 @@ class EvalConfig:
     def __post_init__(self) -> None:
         _check_choice("eval.sampler", self.sampler)
         _check_choice("eval.mode", self.mode)
+        _check_choice("eval.grid", self.grid)
         _check_at_least("eval.num_evals", self.num_evals, 1)
         _check_at_least("eval.batch_size", self.batch_size, 1)
         _check_at_least("eval.guidance", self.guidance, 0)

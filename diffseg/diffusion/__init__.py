@@ -24,6 +24,7 @@ from diffseg.diffusion.kernels import (
 )
 from diffseg.diffusion.samplers import (
     SAMPLERS,
+    STEP_GRIDS,
     FreeRenoise,
     Sampler,
     SingleStep,
@@ -31,6 +32,7 @@ from diffseg.diffusion.samplers import (
     get_sampler,
     guided,
     make_step_grid,
+    release_step_grid,
     sample,
 )
 from diffseg.diffusion.schedules import SCHEDULES, cosine_schedule, get_schedule, linear_schedule
@@ -38,6 +40,7 @@ from diffseg.diffusion.schedules import SCHEDULES, cosine_schedule, get_schedule
 __all__ = [
     "KERNELS",
     "SAMPLERS",
+    "STEP_GRIDS",
     "SCHEDULES",
     "Absorbing",
     "DiscreteKernel",
@@ -56,5 +59,6 @@ __all__ = [
     "kernel_from_config",
     "linear_schedule",
     "make_step_grid",
+    "release_step_grid",
     "sample",
 ]

@@ -15,6 +15,7 @@ from types import MappingProxyType
 import torch
 
 from diffseg.diffusion.gaussian import Gaussian
+from diffseg.diffusion.generators import Generators, draw, generator_device
 from diffseg.diffusion.kernels import DiscreteKernel
 
 Kernel = DiscreteKernel | Gaussian
@@ -34,6 +35,26 @@ def make_step_grid(num_steps: int, num_evals: int) -> list[int]:
         raise ValueError(f"num_evals must be an integer in [1, {num_steps}], got {num_evals!r}")
     # Integer arithmetic so the grid is exact: level T - floor(i * T / n) is strictly decreasing for n <= T.
     return [num_steps - (i * num_steps) // num_evals for i in range(num_evals)]
+
+
+def release_step_grid(num_steps: int, num_evals: int) -> list[int]:
+    """The release's grid (its ``get_timesteps``), which always ends at the cleanest level t = 1.
+
+    The release indexes levels i = T - t (0 noisiest) and walks i = 0, s, 2s, ... below T with s = T // n, then
+    appends T - 1 when the walk missed it; e.g. T = 20, n = 2 -> [20, 10, 1] (its README model's steps
+    [0, 10, 19]), T = 100, n = 10 -> [100, 90, ..., 10, 1] (11 evaluations), n = T -> [T, ..., 1].
+    """
+    make_step_grid(num_steps, num_evals)  # the same argument checks
+    stride = num_steps // num_evals
+    indices = list(range(0, num_steps, stride))
+    if indices[-1] != num_steps - 1:
+        indices.append(num_steps - 1)
+    return [num_steps - i for i in indices]
+
+
+STEP_GRIDS: MappingProxyType[str, Callable[[int, int], list[int]]] = MappingProxyType(
+    {"even": make_step_grid, "release": release_step_grid}
+)
 
 
 def check_step_grid(steps: Sequence[int], num_steps: int) -> list[int]:
@@ -77,7 +98,8 @@ class Sampler:
         s: int,
         generator: torch.Generator | None,
     ) -> torch.Tensor:
-        """The input at level s (< t) from the current input ``x_t`` and its x0 logits."""
+        """The input at level s (< t) from the current input ``x_t`` and its x0 logits (for the whole batch, or
+        one item of it with that item's generator: ``steps`` splits a per-item generator list)."""
         raise NotImplementedError
 
     def steps(
@@ -86,7 +108,7 @@ class Sampler:
         kernel: Kernel,
         x_T: torch.Tensor,
         grid: list[int],
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
     ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
         """The denoising loop, one network evaluation at a time: yields ``(t, x_t, x0 logits (B, K, H, W))``.
 
@@ -102,7 +124,17 @@ class Sampler:
             logits = denoise_fn(x_t, t_vec)
             yield t, x_t, logits
             if i + 1 < len(grid):
-                x_t = self.next_input(kernel, x_t, logits, t, grid[i + 1], generator)
+                x_t = self._next_batch(kernel, x_t, logits, t, grid[i + 1], generator)
+
+    def _next_batch(
+        self, kernel: Kernel, x_t: torch.Tensor, logits: torch.Tensor, t: int, s: int, generator: Generators
+    ) -> torch.Tensor:
+        """``next_input`` for the batch, item by item when ``generator`` is one per item."""
+        return draw(
+            generator,
+            x_t.shape[0],
+            lambda _, g, items: self.next_input(kernel, x_t[items], logits[items], t, s, g),
+        )
 
     def __call__(
         self,
@@ -110,7 +142,7 @@ class Sampler:
         kernel: Kernel,
         x_T: torch.Tensor,
         grid: list[int],
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         collect: str = "all",
     ) -> Collected:
         """``[(t, x0 logits), ...]`` of every evaluation (``collect="all"``) or of the final one (``"last"``)."""
@@ -134,6 +166,35 @@ class Strict(Sampler):
     ) -> torch.Tensor:
         t_vec = torch.full((x_t.shape[0],), t, dtype=torch.long, device=x_t.device)
         return kernel.posterior_step(x_t, logits, t_vec, s, generator)
+
+
+class StrictRelease(Sampler):
+    """The release's strict step (its ``q_posterior`` loop), named apart from the exact posterior ``Strict``.
+
+    From grid level t to the next grid level s it takes the *argmax* of x0_hat (a hard one-hot), treats x_t as if
+    it were at level s whatever the stride, draws the one-step posterior x_{s-1} ~ q(x_{s-1} | x_s = x_t, x0), and
+    the next evaluation labels that sample level s (the release's levels are off by one). With a stride of 1 it is
+    ancestral sampling with a hard x0 and that one-level shift. Discrete kernels only (the release has no Gaussian
+    arm).
+    """
+
+    name = "strict_release"
+
+    def next_input(
+        self,
+        kernel: Kernel,
+        x_t: torch.Tensor,
+        logits: torch.Tensor,
+        t: int,
+        s: int,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        if kernel.is_continuous:
+            raise ValueError(
+                "the strict_release sampler is the release's discrete step; use strict for Gaussian"
+            )
+        level = torch.full((x_t.shape[0],), s, dtype=torch.long, device=x_t.device)
+        return kernel.sample(kernel.log_posterior(x_t, logits.argmax(dim=1), level, s - 1), generator)
 
 
 class FreeRenoise(Sampler):
@@ -162,7 +223,12 @@ class SingleStep(FreeRenoise):
 
 
 SAMPLERS: MappingProxyType[str, type[Sampler]] = MappingProxyType(
-    {"strict": Strict, "free_renoise": FreeRenoise, "single_step": SingleStep}
+    {
+        "strict": Strict,
+        "strict_release": StrictRelease,
+        "free_renoise": FreeRenoise,
+        "single_step": SingleStep,
+    }
 )
 
 
@@ -179,7 +245,7 @@ def sample(
     shape: tuple[int, int, int],
     steps: Sequence[int] | int,
     sampler: str = "free_renoise",
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     device: torch.device | str | None = None,
     x_T: torch.Tensor | None = None,
     collect: str = "all",
@@ -191,8 +257,9 @@ def sample(
         kernel: a discrete kernel or ``Gaussian`` (``prior_sample``, ``q_sample``, posterior / ``ddim_step``).
         shape: (B, H, W) of the mask.
         steps: a step grid (strictly decreasing levels in [1, T]) or a number of evaluations (``make_step_grid``).
-        sampler: ``strict`` | ``free_renoise`` | ``single_step``.
-        generator: explicit RNG (on ``device``); None uses torch's global RNG.
+        sampler: ``strict`` | ``strict_release`` | ``free_renoise`` | ``single_step``.
+        generator: explicit RNG (on ``device``), or one per item (``diffseg.diffusion.generators``); None uses
+            torch's global RNG.
         device: where x_T is drawn; defaults to x_T's device, then the generator's, then the kernel's.
         x_T: the starting input (default: a prior sample).
         collect: ``all`` (every evaluation) or ``last`` (only the final one).
@@ -206,8 +273,11 @@ def sample(
         grid = check_step_grid(steps, kernel.num_steps)
     if x_T is None:
         if device is None:
-            device = generator.device if generator is not None else None
-        x_T = kernel.prior_sample(tuple(shape), generator=generator, device=device)
+            device = generator_device(generator)
+        rest = tuple(shape)[1:]
+        x_T = draw(
+            generator, shape[0], lambda n, g, _: kernel.prior_sample((n, *rest), generator=g, device=device)
+        )
     elif tuple(x_T.shape[:1]) + tuple(x_T.shape[-2:]) != tuple(shape):
         raise ValueError(f"x_T shape {tuple(x_T.shape)} does not match the requested shape {tuple(shape)}")
     return runner(denoise_fn, kernel, x_T, grid, generator=generator, collect=collect)

@@ -31,9 +31,12 @@ def resolve_device(name: str = "auto") -> torch.device:
 STREAM_EPOCH_ORDER = 1  # the permutation of the training split for one epoch
 STREAM_AUGMENT = 2  # one training item's augmentation, keyed by its position in the global batch
 STREAM_REFINER = 3  # one training item's timestep, prior sample and forward noise, keyed like STREAM_AUGMENT
-STREAM_EVAL = 5  # one rank's sampler noise for one evaluation batch
+STREAM_EVAL = 5  # one evaluated image's sampler noise, keyed by its id
 STREAM_BASE_INIT = 9  # the base segmentor's initial weights
 STREAM_REFINER_INIT = 11  # the denoiser's (and frozen embedding's) initial weights
+STREAM_GLOBAL = (
+    13  # torch's global RNG at each refiner step, per rank (the release head's Dropout2d draws from it)
+)
 
 
 def iteration_seed(seed: int, iteration: int, stream: int = 0, *keys: int) -> int:
@@ -45,6 +48,17 @@ def iteration_seed(seed: int, iteration: int, stream: int = 0, *keys: int) -> in
     """
     words = [int(seed) % 2**63, int(iteration), int(stream), *(int(k) for k in keys)]
     return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> np.uint64(2))
+
+
+def image_seed(seed: int, stream: int, image_id: str) -> int:
+    """A seed for (run seed, stream, image id): an evaluated image draws the same noise in any batch, on any rank.
+
+    The id's UTF-8 bytes enter the hash as 32-bit words (ids are unique within a split; the length is a word too,
+    so no two ids give the same words).
+    """
+    data = str(image_id).encode()
+    words = [int.from_bytes(data[i : i + 4], "little") for i in range(0, len(data), 4)]
+    return iteration_seed(seed, 0, stream, len(data), *words)
 
 
 def make_generator(seed: int, device: torch.device) -> torch.Generator:

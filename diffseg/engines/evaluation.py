@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from diffseg.config import ExperimentConfig
-from diffseg.engines.common import STREAM_EVAL, iteration_seed, make_generator, to_device
+from diffseg.engines.common import STREAM_EVAL, image_seed, make_generator, to_device
 from diffseg.engines.dataflow import metric_ignore_index
 from diffseg.metrics import SegMetrics, all_reduce_
 from diffseg.prediction import predict
@@ -39,10 +38,10 @@ def create_evaluator(
 
     def step(engine: Engine, batch: dict[str, Any]) -> None:
         batch = to_device(batch, device)
-        gen = make_generator(
-            iteration_seed(seed, engine.state.iteration, STREAM_EVAL, idist.get_rank()), device
-        )
-        base, collected = predict(refiner, segmentor, batch, cfg, gen, multi_scale, steps)
+        # One generator per image, keyed by its id: an image's sampling noise is the same whatever the batch
+        # size, the number of processes and the subset (curve points score the first images of the split).
+        gens = [make_generator(image_seed(seed, STREAM_EVAL, item_id), device) for item_id in batch["id"]]
+        base, collected = predict(refiner, segmentor, batch, cfg, gens, multi_scale, steps)
         target = batch["mask"]
         metrics["base"].update(base.argmax(1), target)
         if not metrics["steps"]:

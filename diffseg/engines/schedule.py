@@ -33,13 +33,22 @@ def scaled_lr(cfg: ExperimentConfig) -> float:
 
 
 def stage_lr_factor(
-    it: int, stage_start: int, stage_len: int, warmup: int, decay_at: tuple[float, ...], gamma: float
+    it: int,
+    stage_start: int,
+    stage_len: int,
+    warmup: int,
+    decay_at: tuple[float, ...],
+    gamma: float,
+    every: int = 0,
+    floor: float = 0.0,
 ) -> float:
-    """Linear warmup over ``warmup`` iterations, then x gamma at each fraction of the stage in ``decay_at``."""
+    """Linear warmup over ``warmup`` iterations, then x gamma at each fraction of the stage in ``decay_at`` (or,
+    with ``every`` > 0, every ``every`` iterations of the stage); the decayed factor never goes below ``floor``
+    (the warmup multiplies the floored value, as mmcv's step policy with ``min_lr``)."""
     local = it - stage_start
     warm = min(1.0, (local + 1) / max(1, warmup)) if warmup > 0 else 1.0
-    decays = sum(1 for f in decay_at if local >= int(f * stage_len))
-    return warm * gamma**decays
+    decays = local // every if every > 0 else sum(1 for f in decay_at if local >= int(f * stage_len))
+    return warm * max(gamma**decays, floor)
 
 
 def build_optimizer(params: list[nn.Parameter], cfg: ExperimentConfig, lr: float) -> torch.optim.Optimizer:
@@ -57,19 +66,21 @@ def attach_lr_schedule(
     lr: float,
     cfg: ExperimentConfig,
     bounds: Callable[[int], tuple[int, int]],
+    decay_every: Callable[[int], int] = lambda it: 0,
 ) -> None:
     """Set the learning rate before every iteration (an ignite handler, as ignite's own schedulers): ``lr`` times
-    `stage_lr_factor` within the stage ``bounds(it) -> (start, length)`` holding 0-based iteration ``it``."""
+    `stage_lr_factor` within the stage ``bounds(it) -> (start, length)`` holding 0-based iteration ``it``, decayed
+    every ``decay_every(it)`` iterations of that stage when > 0 (else at ``optim.decay_at``)."""
 
     @trainer.on(Events.ITERATION_STARTED)
     def _set(engine: Engine) -> None:
         it = engine.state.iteration - 1
         start, length = bounds(it)
         warmup = min(cfg.optim.warmup_iters, length // 10)
-        set_lr(
-            optimizer,
-            lr * stage_lr_factor(it, start, length, warmup, cfg.optim.decay_at, cfg.optim.decay_gamma),
-        )
+        o = cfg.optim
+        floor = o.min_lr / lr if lr > 0 else 0.0
+        factor = stage_lr_factor(it, start, length, warmup, o.decay_at, o.decay_gamma, decay_every(it), floor)
+        set_lr(optimizer, lr * factor)
 
 
 @dataclass

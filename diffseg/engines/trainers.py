@@ -12,6 +12,7 @@ from torch import nn
 
 from diffseg.config import ExperimentConfig
 from diffseg.engines.common import (
+    STREAM_GLOBAL,
     STREAM_REFINER,
     NanLossError,
     autocast_context,
@@ -98,6 +99,9 @@ def create_refiner_trainer(
         gens = [
             make_generator(iteration_seed(cfg.seed, it, STREAM_REFINER, first + j), device) for j in range(b)
         ]
+        # Modules that draw from torch's global RNG (the release head's Dropout2d, no generator argument) draw a
+        # pure function of (seed, iteration, rank) too, so a resumed run replays them exactly.
+        torch.manual_seed(iteration_seed(cfg.seed, it, STREAM_GLOBAL, idist.get_rank()))
         refiner.denoiser.train()
         with autocast_context(device, cfg.train.amp):
             with torch.no_grad():
@@ -124,7 +128,10 @@ def create_refiner_trainer(
         }
 
     trainer = Engine(step)
-    attach_lr_schedule(trainer, optimizer, lr, cfg, stages.bounds)
+    # a single-stage training (no stage 1) is all stage 2, and decays as one
+    attach_lr_schedule(
+        trainer, optimizer, lr, cfg, stages.bounds, lambda it: cfg.optim.decay_every[stages.stage_of(it) - 1]
+    )
     return trainer
 
 

@@ -19,7 +19,6 @@ The loss is cross-entropy of the x0 logits, bilinearly upsampled to the ground t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -28,28 +27,13 @@ from torch import nn
 
 from diffseg.config import ExperimentConfig
 from diffseg.diffusion import guided, kernel_from_config, sample
+from diffseg.diffusion.generators import Generators, draw
 from diffseg.models.denoiser import Denoiser, denoiser_in_channels
 from diffseg.models.options import NOISE_OBJECTS
 from diffseg.models.unet import UNet
 from diffseg.segmentors.base import Segmentor, check_image
 
 IGNORE_INDEX = 255
-
-
-def _draw(
-    generator: torch.Generator | Sequence[torch.Generator] | None,
-    batch: int,
-    draw: Callable[[int, torch.Generator | None, slice], torch.Tensor],
-) -> torch.Tensor:
-    """``draw(n, generator, items)`` for the whole batch from one generator, or item by item from one each.
-
-    ``items`` is the slice of the batch a call draws for; results are concatenated along dim 0.
-    """
-    if generator is None or isinstance(generator, torch.Generator):
-        return draw(batch, generator, slice(None))
-    if len(generator) != batch:
-        raise ValueError(f"got {len(generator)} generators for a batch of {batch}; give one, or one per item")
-    return torch.cat([draw(1, g, slice(i, i + 1)) for i, g in enumerate(generator)])
 
 
 class MaskPriorRefiner(nn.Module):
@@ -213,7 +197,7 @@ class MaskPriorRefiner(nn.Module):
         batch: dict[str, torch.Tensor],
         noise_object: str = "first",
         single_step: bool = False,
-        generator: torch.Generator | Sequence[torch.Generator] | None = None,
+        generator: Generators = None,
         base: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Training loss of one batch.
@@ -244,15 +228,15 @@ class MaskPriorRefiner(nn.Module):
         if single_step:
             t = torch.full((b,), T, dtype=torch.long, device=device)
         else:
-            t = _draw(generator, b, lambda n, g, _: torch.randint(1, T + 1, (n,), generator=g, device=device))
-        x_T = _draw(
+            t = draw(generator, b, lambda n, g, _: torch.randint(1, T + 1, (n,), generator=g, device=device))
+        x_T = draw(
             generator, b, lambda n, g, _: self.kernel.prior_sample((n, h, w), generator=g, device=device)
         )
         if single_step:
             x_t = x_T
         else:
             obj = self._noise_object(noise_object, mask, logits, x_T, cond)
-            x_t = _draw(generator, b, lambda _, g, i: self.kernel.q_sample(obj[i], t[i], g))
+            x_t = draw(generator, b, lambda _, g, i: self.kernel.q_sample(obj[i], t[i], g))
             at_T = (t == T).view(-1, *([1] * (x_t.ndim - 1)))
             x_t = torch.where(at_T, x_T, x_t)
 
@@ -283,7 +267,7 @@ class MaskPriorRefiner(nn.Module):
         base: tuple[torch.Tensor, torch.Tensor] | None = None,
         sampler: str = "free_renoise",
         steps: int | list[int] = 10,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         guidance: float = 0.0,
         collect: str = "all",
     ) -> list[tuple[int, torch.Tensor]]:
@@ -293,7 +277,8 @@ class MaskPriorRefiner(nn.Module):
             image: (B, 3, H, W) float; or ``base``: precomputed ``(features, logits)``. Exactly one of the two.
             sampler: ``free_renoise`` (the paper's FR) | ``strict`` | ``single_step``.
             steps: number of network evaluations (spread evenly from T down) or an explicit decreasing grid.
-            generator: RNG on the model's device; the same generator state gives the same result.
+            generator: RNG on the model's device, or one per image (B of them, see ``diffseg.diffusion.generators``);
+                the same generator state gives the same result.
             guidance: w of ``(1 + w) * cond - w * uncond`` with a zeroed condition; 0 = no guidance.
             collect: ``all`` (every evaluation) or ``last``.
 
@@ -348,6 +333,10 @@ def build_refiner(cfg: ExperimentConfig, segmentor: Segmentor) -> MaskPriorRefin
         dim_mults=tuple(cfg.unet.dim_mults),
         attention=cfg.unet.attention,
         groups=cfg.unet.groups,
+        weight_standardized=cfg.unet.weight_standardized,
+        attention_scale_v=cfg.unet.attention_scale_v,
+        head_channels=cfg.unet.head_channels,
+        head_dropout=cfg.unet.head_dropout,
     )
     return MaskPriorRefiner(
         segmentor,

@@ -52,12 +52,24 @@ class ChannelLayerNorm(nn.Module):
         return (x - mean) * (var + self.eps).rsqrt() * self.g
 
 
-class ConvNormAct(nn.Module):
-    """3x3 conv, GroupNorm, optional FiLM ``x * (1 + scale) + shift``, SiLU."""
+class WeightStandardizedConv2d(nn.Conv2d):
+    """A conv whose weight is standardised per output channel before use (Qiao et al. 2019, paired with GroupNorm
+    in the release's UNet): ``(w - mean) / sqrt(var + eps)`` over each filter, eps 1e-5 in float32 (1e-3 below)."""
 
-    def __init__(self, dim_in: int, dim_out: int, groups: int) -> None:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        eps = 1e-5 if x.dtype == torch.float32 else 1e-3
+        var, mean = torch.var_mean(self.weight, dim=(1, 2, 3), unbiased=False, keepdim=True)
+        weight = (self.weight - mean) * (var + eps).rsqrt()
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class ConvNormAct(nn.Module):
+    """3x3 conv (weight-standardised if asked), GroupNorm, optional FiLM ``x * (1 + scale) + shift``, SiLU."""
+
+    def __init__(self, dim_in: int, dim_out: int, groups: int, weight_standardized: bool = False) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(dim_in, dim_out, 3, padding=1)
+        conv = WeightStandardizedConv2d if weight_standardized else nn.Conv2d
+        self.conv = conv(dim_in, dim_out, 3, padding=1)
         self.norm = nn.GroupNorm(groups, dim_out)
 
     def forward(
@@ -73,11 +85,13 @@ class ConvNormAct(nn.Module):
 class ResnetBlock(nn.Module):
     """Two conv blocks; the time embedding gives the first one's FiLM scale and shift; 1x1 residual if widths differ."""
 
-    def __init__(self, dim_in: int, dim_out: int, time_dim: int, groups: int) -> None:
+    def __init__(
+        self, dim_in: int, dim_out: int, time_dim: int, groups: int, weight_standardized: bool = False
+    ) -> None:
         super().__init__()
         self.time_mlp = nn.Sequential(nn.SiLU(), nn.Linear(time_dim, dim_out * 2))
-        self.block1 = ConvNormAct(dim_in, dim_out, groups)
-        self.block2 = ConvNormAct(dim_out, dim_out, groups)
+        self.block1 = ConvNormAct(dim_in, dim_out, groups, weight_standardized)
+        self.block2 = ConvNormAct(dim_out, dim_out, groups, weight_standardized)
         self.res_conv = nn.Conv2d(dim_in, dim_out, 1) if dim_in != dim_out else nn.Identity()
 
     def forward(self, x: torch.Tensor, time_emb: torch.Tensor) -> torch.Tensor:
@@ -88,12 +102,16 @@ class ResnetBlock(nn.Module):
 
 
 class LinearAttention(nn.Module):
-    """Pre-normed, residual linear attention (softmax over keys' positions and queries' channels): O(h*w)."""
+    """Pre-normed, residual linear attention (softmax over keys' positions and queries' channels): O(h*w).
 
-    def __init__(self, dim: int, heads: int = 4, dim_head: int = 32) -> None:
+    ``scale_v``: divide the values by the number of positions h*w, as the release does (it keeps the context
+    ``k v^T`` a mean rather than a sum over positions, so its size does not grow with the map)."""
+
+    def __init__(self, dim: int, heads: int = 4, dim_head: int = 32, scale_v: bool = False) -> None:
         super().__init__()
         self.heads = heads
         self.scale = dim_head**-0.5
+        self.scale_v = scale_v
         hidden = heads * dim_head
         self.norm = ChannelLayerNorm(dim)
         self.to_qkv = nn.Conv2d(dim, hidden * 3, 1, bias=False)
@@ -104,6 +122,8 @@ class LinearAttention(nn.Module):
         q, k, v = (z.reshape(b, self.heads, -1, h * w) for z in self.to_qkv(self.norm(x)).chunk(3, dim=1))
         q = q.softmax(dim=-2) * self.scale
         k = k.softmax(dim=-1)
+        if self.scale_v:
+            v = v / (h * w)
         context = torch.einsum("bhdn,bhen->bhde", k, v)
         out = torch.einsum("bhde,bhdn->bhen", context, q).reshape(b, -1, h, w)
         return x + self.to_out(out)
@@ -141,6 +161,12 @@ class UNet(nn.Module):
         attention: linear attention at every level and full attention in the middle (False: none, for ablations
             and very small CPU models).
         groups: GroupNorm groups; every level width must be divisible by it.
+        weight_standardized: weight-standardised 3x3 convs in the ResNet blocks (the release's).
+        attention_scale_v: linear attention divides its values by h*w (the release's).
+        head_channels: 0: the last 1x1 conv gives the ``out_channels`` logits; > 0: it gives ``head_channels``
+            features, then ``Dropout2d(head_dropout)`` and a 1x1 conv to ``out_channels`` (the release's head:
+            256 channels, dropout 0.1; in train mode the dropout also makes the no-grad first prediction of DFP
+            stochastic, as in the release).
     """
 
     def __init__(
@@ -151,9 +177,17 @@ class UNet(nn.Module):
         dim_mults: tuple[int, ...] = (1, 1, 1),
         attention: bool = True,
         groups: int = 8,
+        weight_standardized: bool = False,
+        attention_scale_v: bool = False,
+        head_channels: int = 0,
+        head_dropout: float = 0.1,
     ) -> None:
         super().__init__()
         dim_mults = tuple(dim_mults)
+        if head_channels < 0 or not 0 <= head_dropout < 1:
+            raise ValueError(
+                f"head_channels must be >= 0 and head_dropout in [0, 1), got {head_channels}, {head_dropout}"
+            )
         if in_channels < 1 or out_channels < 1:
             raise ValueError(f"UNet channels must be positive, got in={in_channels}, out={out_channels}")
         if not dim_mults or any(m < 1 for m in dim_mults):
@@ -181,10 +215,10 @@ class UNet(nn.Module):
         self.init_conv = nn.Conv2d(in_channels, width, 7, padding=3)
 
         def block(a: int, b: int) -> ResnetBlock:
-            return ResnetBlock(a, b, time_dim, groups)
+            return ResnetBlock(a, b, time_dim, groups, weight_standardized)
 
         def attn(d: int) -> nn.Module:
-            return LinearAttention(d) if attention else nn.Identity()
+            return LinearAttention(d, scale_v=attention_scale_v) if attention else nn.Identity()
 
         in_out = list(zip([width, *dims[:-1]], dims))
         self.downs = nn.ModuleList()
@@ -217,7 +251,12 @@ class UNet(nn.Module):
             )
 
         self.final_block = block(width * 2, width)
-        self.final_conv = nn.Conv2d(width, out_channels, 1)
+        self.final_conv = nn.Conv2d(width, head_channels or out_channels, 1)
+        self.head = (
+            nn.Sequential(nn.Dropout2d(head_dropout), nn.Conv2d(head_channels, out_channels, 1))
+            if head_channels
+            else None
+        )
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         """Replicate-pad (B, C, h, w) on the bottom / right so that h and w divide by ``downsample_factor``."""
@@ -284,5 +323,7 @@ class UNet(nn.Module):
             x = block1(torch.cat((x, skips.pop()), dim=1), temb)
             x = attn(block2(torch.cat((x, skips.pop()), dim=1), temb))
             x = upsample(x)
-        x = self.final_block(torch.cat((x, residual), dim=1), temb)
-        return self.final_conv(x)[..., :height, :width]
+        x = self.final_conv(self.final_block(torch.cat((x, residual), dim=1), temb))
+        if self.head is not None:
+            x = self.head(x)
+        return x[..., :height, :width]

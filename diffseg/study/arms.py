@@ -142,7 +142,7 @@ def noise_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
     return arms
 
 
-SAMPLER_NAMES = ("strict", "free_renoise", "single_step")
+SAMPLER_NAMES = ("strict", "strict_release", "free_renoise", "single_step")
 
 
 def step_counts(num_steps: int) -> tuple[int, ...]:
@@ -158,7 +158,7 @@ def inference_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
             cfg = _cfg(profile, ds, seg, seed)
             # sampler and num_evals reach the rows as provenance columns of each evaluation
             evals = [EvalSpec((("sampler", "single_step"), ("num_evals", 1)))]
-            for sampler in ("strict", "free_renoise"):
+            for sampler in ("strict", "strict_release", "free_renoise"):
                 for n in step_counts(cfg.diffusion.num_steps):
                     evals.append(EvalSpec((("sampler", sampler), ("num_evals", n))))
             arms.append(Arm({"arm": "DDPS"}, cfg, evals))
