@@ -34,9 +34,8 @@ STREAM_REFINER = 3  # one training item's timestep, prior sample and forward noi
 STREAM_EVAL = 5  # one evaluated image's sampler noise, keyed by its id
 STREAM_BASE_INIT = 9  # the base segmentor's initial weights
 STREAM_REFINER_INIT = 11  # the denoiser's (and frozen embedding's) initial weights
-STREAM_GLOBAL = (
-    13  # torch's global RNG at each refiner step, per rank (the release head's Dropout2d draws from it)
-)
+# torch's global RNG at each refiner step, per rank (the release head's Dropout2d draws from it)
+STREAM_GLOBAL = 13
 
 
 def iteration_seed(seed: int, iteration: int, stream: int = 0, *keys: int) -> int:

@@ -3,7 +3,8 @@
 Data flow (paper.md "Architecture"): image -> frozen segmentor -> (features, logits) at 1/4 resolution ->
 condition (features | logits | one-hot of the base argmax) -> concatenated with the embedded noisy mask x_t ->
 UNet -> x0 logits (B, K, h, w). The trainable part lives in ``refiner.denoiser`` only (class embedding + UNet,
-whose last 1x1 conv is the classifier), so EMA and checkpoints handle that submodule and nothing else.
+whose last 1x1 conv, or the release head's, is the classifier), so EMA and checkpoints handle that submodule and
+nothing else.
 
 Time convention (diffseg.diffusion): t = 0 clean ... t = T pure noise; the denoiser sees t as given.
 Training (``loss``): per sample t ~ U{1..T} (``single_step``: t = T, the release's stage 1); at t = T the input is
@@ -275,7 +276,7 @@ class MaskPriorRefiner(nn.Module):
 
         Args:
             image: (B, 3, H, W) float; or ``base``: precomputed ``(features, logits)``. Exactly one of the two.
-            sampler: ``free_renoise`` (the paper's FR) | ``strict`` | ``single_step``.
+            sampler: ``free_renoise`` (the paper's FR) | ``strict`` | ``strict_release`` | ``single_step``.
             steps: number of network evaluations (spread evenly from T down) or an explicit decreasing grid.
             generator: RNG on the model's device, or one per image (B of them, see ``diffseg.diffusion.generators``);
                 the same generator state gives the same result.
