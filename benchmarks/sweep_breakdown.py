@@ -1,6 +1,6 @@
 """Where the study's time goes: per experiment, per kind of training and evaluation, and inside one refiner step.
 
-    .venv/bin/python benchmarks/sweep_breakdown.py [--profile cpu] [--results results] [--steps 30] [--malloc]
+    .venv/bin/python benchmarks/sweep_breakdown.py [--profile cpu] [--results results] [--steps 30] [--malloc] [--unet]
 
 Part 1 reads what a finished sweep left behind, so it costs nothing to run: the run folders' ``log.csv`` (a
 timestamp every ``train.log_every`` iterations: the seconds a training took and its iterations) and the results
@@ -11,7 +11,9 @@ randomly initialised base (the cost does not depend on the weights). Each part i
 whole step, so the lever for a faster study can be read off the table. Part 3 times one learning-curve point
 the way the previous code computed it and the way it is computed now, in the same process. Part 4
 (``--malloc``) times the step with glibc's default heap trimming and with the sweep workers' malloc settings, each
-in fresh subprocesses (glibc reads them at process start), with the minor page faults per step.
+in fresh subprocesses (glibc reads them at process start), with the minor page faults per step. Part 5
+(``--unet``) times the whole step for UNet variants (ResNet blocks per level, attention head channels) in this
+process, interleaved in rounds, as ratios to the profile's UNet.
 """
 
 from __future__ import annotations
@@ -264,6 +266,63 @@ def curve_point_cost(profile: str, repeats: int) -> None:
     print()
 
 
+# Part 5's UNet variants: (label, unet overrides) against the profile's UNet, timed in the same process.
+UNET_VARIANTS = (
+    ("2 blocks, 4 x 32 attention channels (the release's)", {"blocks": 2, "attention_head_channels": 32}),
+    ("2 blocks, 4 x 8", {"blocks": 2, "attention_head_channels": 8}),
+    ("1 block, 4 x 32", {"blocks": 1, "attention_head_channels": 32}),
+    ("1 block, 4 x 8", {"blocks": 1, "attention_head_channels": 8}),
+    ("2 blocks, no attention", {"blocks": 2, "attention": False}),
+)
+
+
+def unet_variants(profile: str, steps: int, rounds: int) -> None:
+    """Part 5: the whole refiner training step (as ``whole_step``) for each of `UNET_VARIANTS`, in this process,
+    interleaved over ``rounds`` rounds of ``steps`` steps on the same batches (a noisy machine slows every variant
+    of a round alike); the median per variant and its ratio to the profile's own UNet."""
+    from diffseg.config import replace
+    from diffseg.engines import build_models, get_dataflow, scaled_lr
+    from diffseg.profiles import profile_config
+
+    torch.set_num_threads(1)
+    cfg0 = profile_config(profile, "ade20k")
+    variants = [("the profile's UNet", {})] + list(UNET_VARIANTS)
+    loader, _, val_ds = get_dataflow(cfg0, steps + 1)
+    batches = list(loader)
+    runs = []
+    for label, over in variants:
+        cfg = replace(cfg0, unet=replace(cfg0.unet, **over))
+        torch.manual_seed(0)
+        _, refiner = build_models(cfg, torch.device("cpu"), None, val_ds.num_classes)
+        params = [p for p in refiner.denoiser.parameters() if p.requires_grad]
+        runs.append(
+            (label, refiner, torch.optim.AdamW(params, lr=scaled_lr(cfg)), sum(p.numel() for p in params))
+        )
+    times: dict[str, list[float]] = defaultdict(list)
+    for r in range(rounds + 1):  # round 0 warms up
+        for label, refiner, opt, _ in runs:
+            refiner.denoiser.train()
+            t0 = time.perf_counter()
+            for batch in batches[1:]:
+                loss = refiner.loss(batch, noise_object=cfg0.refiner.noise_object)["loss"]
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            if r:
+                times[label].append(1000 * (time.perf_counter() - t0) / steps)
+    base = sorted(times[variants[0][0]])[rounds // 2]
+    print(
+        f"## Part 5: the refiner step by UNet variant ({profile}, ADE20K layout, width {cfg0.unet.width}, batch "
+        f"{cfg0.data.batch_size}, 1 thread; median of {rounds} interleaved rounds of {steps} steps)\n"
+    )
+    print("| UNet | trainable parameters | ms / step | vs the profile's |")
+    print("|---|---|---|---|")
+    for label, _, _, n in runs:
+        ms = sorted(times[label])[rounds // 2]
+        print(f"| {label} | {n / 1e6:.2f} M | {ms:.1f} | {base / ms:.2f}x faster |")
+    print()
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="cpu", choices=("smoke", "cpu"))
@@ -276,6 +335,8 @@ def main() -> int:
     p.add_argument("--skip-step", action="store_true", help="part 1 only")
     p.add_argument("--repeats", type=int, default=2, help="timed repeats of each evaluation in part 3")
     p.add_argument("--malloc", action="store_true", help="also part 4: glibc heap trimming on / off")
+    p.add_argument("--unet", action="store_true", help="also part 5: the step by UNet variant")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds of part 5")
     p.add_argument("--step-only", action="store_true", help=argparse.SUPPRESS)  # part 4's subprocesses
     args = p.parse_args()
     if args.step_only:
@@ -287,6 +348,8 @@ def main() -> int:
         curve_point_cost(args.profile, args.repeats)
     if args.malloc:
         malloc_effect(args.profile, args.steps, args.repeats)
+    if args.unet:
+        unet_variants(args.profile, args.steps, args.rounds)
     return 0
 
 

@@ -152,3 +152,28 @@ def test_the_paper_profile_builds_the_release_unet() -> None:
         256,
     )
     assert cfg.unet.head_dropout == 0.1
+
+
+@pytest.mark.parametrize("blocks", [1, 3])
+def test_blocks_per_level_give_any_depth_with_every_parameter_used(blocks: int) -> None:
+    torch.manual_seed(0)
+    unet = UNet(3, 2, width=16, dim_mults=(1, 1), blocks=blocks, attention_head_channels=8)
+    assert all(len(level) == blocks + 2 for level in (*unet.downs, *unet.ups))  # blocks, attention, resample
+    out = unet(_x(2, 3, 8, 8), torch.tensor([3, 9]))
+    assert out.shape == (2, 2, 8, 8)
+    out.square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in unet.parameters())
+    with pytest.raises(ValueError, match="blocks per level and attention head channels must be >= 1"):
+        UNet(3, 2, width=16, blocks=0)
+
+
+def test_two_blocks_keep_the_release_layout_and_head_channels_size_attention() -> None:
+    torch.manual_seed(0)
+    names = {n for n, _ in UNet(3, 2, width=16, dim_mults=(1, 1)).named_parameters()}
+    # the release's layout: downs.<level>.{0,1} ResNet blocks, .2 attention, .3 resample
+    expected = {"downs.0.0.block1.conv.weight", "downs.0.1.block2.conv.weight", "downs.0.2.to_qkv.weight"}
+    expected |= {"downs.0.3.weight", "ups.1.0.res_conv.weight", "ups.1.2.to_qkv.weight", "ups.1.3.weight"}
+    assert expected <= names
+    narrow = UNet(3, 2, width=16, dim_mults=(1, 1), attention_head_channels=8)
+    assert narrow.downs[0][2].to_qkv.weight.shape == (3 * 4 * 8, 16, 1, 1)
+    assert narrow.mid_attn.to_qkv.weight.shape == (3 * 4 * 8, 16, 1, 1)

@@ -143,10 +143,14 @@ class UNetConfig:
     attention_scale_v: bool = False
     head_channels: int = 0
     head_dropout: float = 0.1
+    blocks: int = 2  # ResNet blocks per level on each side (the release: 2)
+    attention_head_channels: int = 32  # per head, 4 heads (the release: 32)
 
     def __post_init__(self) -> None:
         _check_at_least("unet.width", self.width, 1)
         _check_at_least("unet.head_channels", self.head_channels, 0)
+        _check_at_least("unet.blocks", self.blocks, 1)
+        _check_at_least("unet.attention_head_channels", self.attention_head_channels, 1)
         if not 0 <= self.head_dropout < 1:
             raise ConfigError(f"config key 'unet.head_dropout' must be in [0, 1), got {self.head_dropout!r}")
         _check_at_least("unet.groups", self.groups, 1)

@@ -338,6 +338,8 @@ def build_refiner(cfg: ExperimentConfig, segmentor: Segmentor) -> MaskPriorRefin
         attention_scale_v=cfg.unet.attention_scale_v,
         head_channels=cfg.unet.head_channels,
         head_dropout=cfg.unet.head_dropout,
+        blocks=cfg.unet.blocks,
+        attention_head_channels=cfg.unet.attention_head_channels,
     )
     return MaskPriorRefiner(
         segmentor,

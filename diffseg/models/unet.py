@@ -1,9 +1,9 @@
 """The time-conditioned UNet denoiser (paper.md "Architecture"), in the style of lucidrains' 2022 ``Unet``.
 
 It knows nothing of diffusion beyond a time embedding: ``forward(x, t) -> y`` with ``x: (B, Cin, h, w)`` and
-``t: (B,)`` step indices. Structure, per level: two FiLM-conditioned ResNet blocks, linear attention, then a
-strided 4x4 conv down (a 3x3 conv on the last level); full attention between two ResNet blocks in the middle;
-the mirror image going up with skip connections; a 7x7 init conv whose output also skips to a final ResNet block;
+``t: (B,)`` step indices. Structure, per level: ``blocks`` FiLM-conditioned ResNet blocks (the release: two), linear
+attention, then a strided 4x4 conv down (a 3x3 conv on the last level); full attention between two ResNet blocks
+in the middle; the mirror image going up with skip connections; a 7x7 init conv whose output also skips to a final ResNet block;
 a 1x1 conv to ``out_channels`` (the class-logit "classifier"). Time: sinusoidal embedding of width ``width``, then
 an MLP to ``4 * width``. Attention: 4 heads of 32 channels. With ``dim_mults=(1, 1, 1)``, 150 classes and
 256 + 16 input channels this gives 40.9 M parameters at width 256 and 11.4 M at width 128, the release's scale.
@@ -167,6 +167,11 @@ class UNet(nn.Module):
             features, then ``Dropout2d(head_dropout)`` and a 1x1 conv to ``out_channels`` (the release's head:
             256 channels, dropout 0.1; in train mode the dropout also makes the no-grad first prediction of DFP
             stochastic, as in the release).
+        blocks: ResNet blocks per level on each side (the release: 2). Every block's output is a skip, so an up
+            level concatenates one skip per block; the module layout ``downs[i] = [block_1..block_n, attn,
+            resample]`` keeps the release's parameter names at ``blocks=2``.
+        attention_head_channels: channels per attention head (4 heads; the release: 32, i.e. 128 inner channels,
+            half the width of its smaller UNet; at width 32 that would be 4x the width, and attention most of the step).
     """
 
     def __init__(
@@ -181,12 +186,19 @@ class UNet(nn.Module):
         attention_scale_v: bool = False,
         head_channels: int = 0,
         head_dropout: float = 0.1,
+        blocks: int = 2,
+        attention_head_channels: int = 32,
     ) -> None:
         super().__init__()
         dim_mults = tuple(dim_mults)
         if head_channels < 0 or not 0 <= head_dropout < 1:
             raise ValueError(
                 f"head_channels must be >= 0 and head_dropout in [0, 1), got {head_channels}, {head_dropout}"
+            )
+        if blocks < 1 or attention_head_channels < 1:
+            raise ValueError(
+                f"UNet blocks per level and attention head channels must be >= 1, got {blocks}, "
+                f"{attention_head_channels}"
             )
         if in_channels < 1 or out_channels < 1:
             raise ValueError(f"UNet channels must be positive, got in={in_channels}, out={out_channels}")
@@ -218,7 +230,9 @@ class UNet(nn.Module):
             return ResnetBlock(a, b, time_dim, groups, weight_standardized)
 
         def attn(d: int) -> nn.Module:
-            return LinearAttention(d, scale_v=attention_scale_v) if attention else nn.Identity()
+            if not attention:
+                return nn.Identity()
+            return LinearAttention(d, dim_head=attention_head_channels, scale_v=attention_scale_v)
 
         in_out = list(zip([width, *dims[:-1]], dims))
         self.downs = nn.ModuleList()
@@ -229,11 +243,13 @@ class UNet(nn.Module):
                 if last
                 else nn.Conv2d(d_in, d_out, 4, stride=2, padding=1)
             )
-            self.downs.append(nn.ModuleList([block(d_in, d_in), block(d_in, d_in), attn(d_in), resample]))
+            self.downs.append(
+                nn.ModuleList([*(block(d_in, d_in) for _ in range(blocks)), attn(d_in), resample])
+            )
 
         mid = dims[-1]
         self.mid_block1 = block(mid, mid)
-        self.mid_attn = Attention(mid) if attention else nn.Identity()
+        self.mid_attn = Attention(mid, dim_head=attention_head_channels) if attention else nn.Identity()
         self.mid_block2 = block(mid, mid)
 
         self.ups = nn.ModuleList()
@@ -247,7 +263,7 @@ class UNet(nn.Module):
                 )
             )
             self.ups.append(
-                nn.ModuleList([block(d_out + d_in, d_out), block(d_out + d_in, d_out), attn(d_out), resample])
+                nn.ModuleList([*(block(d_out + d_in, d_out) for _ in range(blocks)), attn(d_out), resample])
             )
 
         self.final_block = block(width * 2, width)
@@ -312,17 +328,18 @@ class UNet(nn.Module):
         residual = x
         temb = self.time_mlp(t)
         skips = []
-        for block1, block2, attn, downsample in self.downs:
-            x = block1(x, temb)
-            skips.append(x)
-            x = attn(block2(x, temb))
-            skips.append(x)
+        for *blocks, attn, downsample in self.downs:
+            for i, block in enumerate(blocks):
+                x = block(x, temb)
+                if i == len(blocks) - 1:  # attention after the level's last block, before its skip
+                    x = attn(x)
+                skips.append(x)
             x = downsample(x)
         x = self.mid_block2(self.mid_attn(self.mid_block1(x, temb)), temb)
-        for block1, block2, attn, upsample in self.ups:
-            x = block1(torch.cat((x, skips.pop()), dim=1), temb)
-            x = attn(block2(torch.cat((x, skips.pop()), dim=1), temb))
-            x = upsample(x)
+        for *blocks, attn, upsample in self.ups:
+            for block in blocks:
+                x = block(torch.cat((x, skips.pop()), dim=1), temb)
+            x = upsample(attn(x))
         x = self.final_conv(self.final_block(torch.cat((x, residual), dim=1), temb))
         if self.head is not None:
             x = self.head(x)
