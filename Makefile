@@ -25,7 +25,7 @@ HTML := $(patsubst %,$(REPORTS)/%.html,$(NAMES))
 BUILD := build/$(PROFILE)
 RESULTS_TABLE := $(RESULTS)/$(PROFILE)/results.parquet
 
-.PHONY: setup test lint format reproduce sweep data reports lab bench clean
+.PHONY: setup test lint format reproduce sweep data reports lab bench clean parity
 .DELETE_ON_ERROR:
 .SECONDARY:
 
@@ -96,3 +96,36 @@ bench: setup
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
+
+# ---- parity with mmsegmentation 0.30 ---------------------------------------------------------------------------
+# A throwaway venv with mmseg 0.30's own code (mmcv 1.7.2 without compiled ops, torch 2.13 CPU) writes seeded
+# reference checkpoints and outputs of SegFormer-B0 and DeepLabV3+ R50-D8; the project's venv then loads them
+# through diffseg's converter and must match. DIFFSEG_REQUIRE_PARITY turns the test's skip into a failure.
+PARITY_VENV := build/parity-venv
+PARITY_PY := $(PARITY_VENV)/bin/python
+PARITY_STAMP := $(PARITY_VENV)/.installed
+PARITY_DIR := build/parity
+PARITY_DEPS := tests/parity/requirements.txt tests/parity/mmcv_ext_stub.py tests/parity/torchvision_stub.py
+
+# mmseg imports mmcv.ops (compiled ops) and mmcv imports torchvision at import time; neither is used by the two
+# models, and the registry's torchvision wheels need CUDA torch, so both get stand-in modules that fail loudly.
+$(PARITY_STAMP): $(PARITY_DEPS)
+	rm -rf $(PARITY_VENV)
+	$(PYTHON) -m venv $(PARITY_VENV)
+	$(PARITY_PY) -m pip install --quiet torch==2.13.0
+	@# pip reports that torch asks for setuptools>=77; torch only needs it to build extensions, which we never do
+	$(PARITY_PY) -m pip install --quiet 'setuptools<70' wheel
+	MMCV_WITH_OPS=0 $(PARITY_PY) -m pip install --quiet --no-build-isolation -r tests/parity/requirements.txt
+	site=$$($(PARITY_PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') \
+		&& cp tests/parity/mmcv_ext_stub.py $$site/mmcv/_ext.py \
+		&& mkdir -p $$site/torchvision && cp tests/parity/torchvision_stub.py $$site/torchvision/__init__.py
+	$(PARITY_PY) -W ignore -c 'from mmseg.models import build_segmentor'
+	@touch $@
+
+$(PARITY_DIR)/.done: tests/parity/mmseg_reference.py $(PARITY_STAMP)
+	$(PARITY_PY) -W ignore tests/parity/mmseg_reference.py $(PARITY_DIR)
+	@touch $@
+
+parity: setup $(PARITY_DIR)/.done
+	DIFFSEG_PARITY_DIR=$(PARITY_DIR) DIFFSEG_REQUIRE_PARITY=1 $(PY) -m pytest -q -p no:cacheprovider \
+		tests/test_mmseg_parity.py

@@ -36,6 +36,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
         "eval.sampler": tuple(SAMPLERS),
         "eval.mode": ("whole", "slide"),
         "eval.grid": tuple(STEP_GRIDS),
+        "eval.select": ("final", "best_val"),
     }
 
 
@@ -255,11 +256,15 @@ class EvalConfig:
     guidance: float = 0.0
     batch_size: int = 1  # >1 only when every evaluated image has the same size (the synthetic data)
     max_images: int | None = None
+    # final: the last (EMA) weights; best_val: those too, and beside them the weights of the best learning-curve
+    # point (the release reports its best val checkpoint; diffseg.engines.best_val). Needs train.eval_every > 0
+    select: str = "final"
 
     def __post_init__(self) -> None:
         _check_choice("eval.sampler", self.sampler)
         _check_choice("eval.mode", self.mode)
         _check_choice("eval.grid", self.grid)
+        _check_choice("eval.select", self.select)
         _check_at_least("eval.num_evals", self.num_evals, 1)
         _check_at_least("eval.batch_size", self.batch_size, 1)
         _check_at_least("eval.guidance", self.guidance, 0)
@@ -285,3 +290,10 @@ class ExperimentConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        if self.eval.select == "best_val" and self.train.eval_every <= 0:
+            raise ConfigError(
+                "config key 'eval.select' = 'best_val' selects among learning-curve points, but "
+                f"train.eval_every is {self.train.eval_every}; set train.eval_every > 0"
+            )

@@ -169,15 +169,32 @@ def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
 _NON_IDENTITY = {("name",), ("device",), ("data", "num_workers"), ("train", "log_every"), ("data", "root")}
 
 
-def config_hash(cfg: ExperimentConfig, length: int = 12) -> str:
-    """A stable hash of everything that changes a run's numbers (its identity in the results store)."""
+# Keys added after results were stored, with their defaults: at the default they are left out of the identity, so
+# adding an option does not rename the trainings and evaluations stored before it existed (none of which used it).
+_IDENTITY_ONLY_IF_SET = {("eval", "select"): "final"}
+
+
+def identity_dict(cfg: ExperimentConfig) -> dict[str, Any]:
+    """``to_dict(cfg)`` without the keys that do not change what a run computes (its identity's content)."""
     data = to_dict(cfg)
-    for path in _NON_IDENTITY:
+    drop = [*_NON_IDENTITY, *(p for p, default in _IDENTITY_ONLY_IF_SET.items() if _get(data, p) == default)]
+    for path in drop:
         node = data
         for part in path[:-1]:
             node = node[part]
         node.pop(path[-1], None)
-    blob = json.dumps(data, sort_keys=True).encode()
+    return data
+
+
+def _get(data: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for part in path:
+        data = data[part]
+    return data
+
+
+def config_hash(cfg: ExperimentConfig, length: int = 12) -> str:
+    """A stable hash of everything that changes a run's numbers (its identity in the results store)."""
+    blob = json.dumps(identity_dict(cfg), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:length]
 
 

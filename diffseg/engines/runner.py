@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from diffseg.atomic import atomic_write_text
 from diffseg.config import ConfigError, ExperimentConfig, config_hash, load_config, replace
+from diffseg.engines import best_val
 from diffseg.engines.base_training import train_base_segmentor
 from diffseg.engines.checkpoints import (
     check_signature,
@@ -199,6 +200,15 @@ def training(
     }
     if evaluate_at_end:
         results.update(evaluate_models(refiner, segmentor, cfg, val_loader, val_ds, device))
+        if (
+            cfg.eval.select == "best_val"
+        ):  # the final weights' numbers stay; the selected ones come beside them
+            weights, record = best_val.load_weights(run_dir)
+            refiner.denoiser.load_state_dict(weights)
+            results["best_val"] = {
+                **record,
+                **evaluate_models(refiner, segmentor, cfg, val_loader, val_ds, device),
+            }
     results["wall_time_s"] = round(time.time() - t0, 2)
     results["config_hash"] = config_hash(cfg)
     if idist.get_rank() == 0:
@@ -239,6 +249,9 @@ def _attach_refiner_curve(
                 if curves.records_strict(ecfg):  # finding 3's contrast at equal evaluations, per point
                     ecfg = replace(ecfg, eval=replace(ecfg.eval, sampler="strict"))
                     strict = evaluate_models(refiner, segmentor, ecfg, loader, val_ds, device, steps="last")
+            last_stage = 2 if stages.stage2 else 1
+            if cfg.eval.select == "best_val" and stage == last_stage and idist.get_rank() == 0:
+                best_val.offer(run_dir, it, res["refined"][-1]["mIoU"], denoiser.state_dict())
         finally:
             if training_weights is not None:
                 denoiser.load_state_dict(training_weights)
@@ -283,9 +296,12 @@ def run(
 
 
 def load_refiner_from_run(
-    run_dir: str | Path, device: torch.device | str = "cpu"
+    run_dir: str | Path, device: torch.device | str = "cpu", weights: str = "final"
 ) -> tuple[ExperimentConfig, nn.Module, nn.Module]:
-    """Config, refiner (EMA weights when the run used EMA) and segmentor of a finished or interrupted run."""
+    """Config, refiner and segmentor of a finished or interrupted run. ``weights``: ``"final"`` (the newest
+    checkpoint's EMA weights when the run used EMA) or ``"best_val"`` (`diffseg.engines.best_val`)."""
+    if weights not in ("final", "best_val"):
+        raise ValueError(f"weights must be 'final' or 'best_val', got {weights!r}")
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():
         raise FileNotFoundError(f"{run_dir} is not a diffseg run folder (no config.yaml); train one first")
@@ -302,6 +318,9 @@ def load_refiner_from_run(
     num_classes = build_dataset(cfg.data, "val", train=False).num_classes
     segmentor, refiner = build_models(cfg, device, base_weights, num_classes)
     check_signature(state.get("model_signature"), refiner, path)
-    refiner.denoiser.load_state_dict(state["ema"] if state.get("ema") is not None else state["denoiser"])
+    if weights == "best_val":
+        refiner.denoiser.load_state_dict(best_val.load_weights(run_dir)[0])
+    else:
+        refiner.denoiser.load_state_dict(state["ema"] if state.get("ema") is not None else state["denoiser"])
     refiner.eval()
     return cfg, refiner, segmentor

@@ -5,6 +5,7 @@
 """
 
 from diffseg.segmentors.base import Segmentor, count_parameters, output_size
+from diffseg.segmentors.mmseg_convert import load_mmseg_checkpoint, to_mmseg_state_dict
 from diffseg.segmentors.registry import build_segmentor, segmentor_names
 from diffseg.segmentors.weights import load_segmentor_state, save_segmentor
 
@@ -12,8 +13,10 @@ __all__ = [
     "Segmentor",
     "build_segmentor",
     "count_parameters",
+    "load_mmseg_checkpoint",
     "load_segmentor_state",
     "output_size",
     "save_segmentor",
     "segmentor_names",
+    "to_mmseg_state_dict",
 ]

@@ -12,6 +12,12 @@ from types import MappingProxyType
 
 from diffseg.segmentors.base import Segmentor
 from diffseg.segmentors.deeplab import DEEPLAB_VARIANTS, build_deeplab
+from diffseg.segmentors.mmseg_bases import (
+    MMSEG_DEEPLAB_VARIANTS,
+    MMSEG_SEGFORMER_SIZES,
+    build_mmseg_segmentor,
+)
+from diffseg.segmentors.mmseg_convert import load_mmseg_checkpoint
 from diffseg.segmentors.segformer import SEGFORMER_SIZES, build_segformer
 from diffseg.segmentors.weights import is_state_file, load_segmentor_state
 
@@ -20,6 +26,9 @@ _REGISTRY: MappingProxyType[str, tuple[str, str]] = MappingProxyType(
     {
         **{f"segformer-{size}": ("segformer", size) for size in SEGFORMER_SIZES},
         **{f"deeplabv3plus-{variant}": ("deeplabv3plus", variant) for variant in DEEPLAB_VARIANTS},
+        # the release's frozen bases as mmseg 0.30 built them; weights: mmseg zoo .pth checkpoints
+        **{f"segformer-{size}-mmseg": ("segformer-mmseg", size) for size in MMSEG_SEGFORMER_SIZES},
+        **{f"deeplabv3plus-{v}": ("deeplabv3plus-mmseg", v) for v in MMSEG_DEEPLAB_VARIANTS},
     }
 )
 
@@ -45,9 +54,12 @@ def build_segmentor(
     Args:
         name: a name from :func:`segmentor_names` (``segformer-b0``..``b5``, ``segformer-tiny``,
             ``deeplabv3plus-mobilenetv2`` / ``-r50`` / ``-r101`` / ``-tiny``).
+            The mmseg 0.30 bases: ``segformer-b0-mmseg`` / ``-b2-mmseg`` / ``-b5-mmseg``,
+            ``deeplabv3plus-r50-d8`` / ``-r101-d8``.
         num_classes: K; checked against the loaded weights' head.
         weights: None (random init), a ``.safetensors`` / ``.pt`` state dict saved by :func:`save_segmentor`,
-            or for SegFormer a local ``save_pretrained`` folder or a Hugging Face hub id.
+            or for SegFormer a local ``save_pretrained`` folder or a Hugging Face hub id. For the mmseg bases
+            a ``.pth`` file is an mmseg 0.30 checkpoint, converted by :func:`load_mmseg_checkpoint`.
         frozen: eval mode for good and no gradients (the refiner's base); False to train it, then ``freeze()``.
     """
     if name not in _REGISTRY:
@@ -55,6 +67,7 @@ def build_segmentor(
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     family, variant = _REGISTRY[name]
+    mmseg = family.endswith("-mmseg")
     state_file = None
     pretrained = None
     if weights is not None:
@@ -63,19 +76,25 @@ def build_segmentor(
             if not Path(weights_str).expanduser().is_file():
                 raise FileNotFoundError(f"segmentor weights file {weights_str} does not exist")
             state_file = Path(weights_str).expanduser()
-        elif family == "segformer":
+        elif family == "segformer" and not mmseg:
             if _looks_like_path(weights_str) and not Path(weights_str).expanduser().exists():
                 raise FileNotFoundError(f"SegFormer weights folder {weights_str} does not exist")
             pretrained = weights_str
         else:
+            kinds = "an mmseg .pth checkpoint or a " if mmseg else "a "
             raise ValueError(
-                f"weights for {name} must be a state-dict file ending in .safetensors or .pt, got {weights_str!r}"
+                f"weights for {name} must be {kinds}state-dict file ending in .safetensors or .pt, "
+                f"got {weights_str!r}"
             )
-    if family == "segformer":
-        segmentor: Segmentor = build_segformer(name, variant, num_classes, pretrained)
+    if mmseg:
+        segmentor: Segmentor = build_mmseg_segmentor(name, family, variant, num_classes)
+    elif family == "segformer":
+        segmentor = build_segformer(name, variant, num_classes, pretrained)
     else:
         segmentor = build_deeplab(name, variant, num_classes)
-    if state_file is not None:
+    if state_file is not None and mmseg and state_file.suffix.lower() == ".pth":
+        load_mmseg_checkpoint(segmentor, state_file)
+    elif state_file is not None:
         load_segmentor_state(segmentor, state_file)
     if frozen:
         segmentor.freeze()

@@ -92,6 +92,8 @@ def run_or_load(
         res = evaluate_models(refiner, segmentor, ecfg, val_loader, val_ds, device)
         labels = {**arm.labels, **dict(spec.labels)}
         rows = metrics_to_rows(res, val_ds.class_names, test=spec.test, last_only=spec.last_only)
+        if ecfg.eval.select == "best_val":
+            rows += _best_val_rows(refiner, segmentor, ecfg, val_loader, val_ds, device, run_dir, spec)
         if arm.latency:
             rows += _latency_rows(refiner, segmentor, ecfg, val_ds, device, len(res["refined"]))
         for r in rows:
@@ -128,6 +130,27 @@ def run_or_load(
     # once per training, not per evaluation: the curves belong to the training all of these rows share
     _store_curves(cfg, run_dir, runs_folder(results_dir, profile), store, profile, str(device))
     return ids
+
+
+def _best_val_rows(
+    refiner, segmentor, ecfg, val_loader, val_ds, device, run_dir: Path, spec: EvalSpec
+) -> list:
+    """Rows of the weights kept at the best learning-curve point (``eval.select=best_val``), labelled with
+    ``method = "refined (best val)"`` and the iteration they come from; the final weights' rows stay beside them."""
+    from diffseg.engines import best_val, evaluate_models
+
+    final = {k: v.clone() for k, v in refiner.denoiser.state_dict().items()}
+    weights, record = best_val.load_weights(run_dir)
+    refiner.denoiser.load_state_dict(weights)
+    try:
+        res = evaluate_models(refiner, segmentor, ecfg, val_loader, val_ds, device)
+    finally:
+        refiner.denoiser.load_state_dict(final)
+    rows = metrics_to_rows(res, val_ds.class_names, test=spec.test, last_only=spec.last_only)
+    rows = [r for r in rows if r["method"] == "refined"]  # the base rows are the final evaluation's
+    for r in rows:
+        r.update(method=best_val.BEST_METHOD, selected_iteration=int(record["iteration"]))
+    return rows
 
 
 def _store_curves(

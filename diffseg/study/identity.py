@@ -7,7 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from diffseg.config import ExperimentConfig, config_hash, replace, to_dict
+from diffseg.config import ExperimentConfig, config_hash, identity_dict, replace, to_dict
 from diffseg.study.arms import EvalSpec
 
 
@@ -22,7 +22,7 @@ def eval_id(cfg: ExperimentConfig, spec: EvalSpec, experiment: str, labels: dict
     blob = json.dumps(
         {
             "train": train_id(cfg),
-            "eval": to_dict(evaluation_config(cfg, spec).eval),
+            "eval": identity_dict(evaluation_config(cfg, spec))["eval"],
             "test": spec.test,
             "last_only": spec.last_only,
             "experiment": experiment,
