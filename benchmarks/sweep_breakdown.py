@@ -158,6 +158,14 @@ def step_anatomy(profile: str, steps: int, noise_object: str, batch_size: int | 
     print(f"Minor page faults per step: {faults:.0f}.\n")
 
 
+def _train_step(refiner, opt, batch, noise_object: str) -> None:
+    """One refiner training step as the trainer runs it: DFP loss, backward, AdamW."""
+    loss = refiner.loss(batch, noise_object=noise_object)["loss"]
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def whole_step(profile: str, steps: int) -> None:
     """Part 4's measurement: ``steps`` training steps as the refiner trainer runs them (frozen segmentor, DFP loss,
     backward, AdamW), after 3 warm-up steps; prints ``STEP <ms per step> <minor page faults per step>``."""
@@ -174,10 +182,7 @@ def whole_step(profile: str, steps: int) -> None:
     for i, batch in enumerate(batches):
         if i == 3:
             t0, faults0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        loss = refiner.loss(batch, noise_object=cfg.refiner.noise_object)["loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        _train_step(refiner, opt, batch, cfg.refiner.noise_object)
     ms = 1000 * (time.perf_counter() - t0) / steps
     print(f"STEP {ms:.2f} {(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / steps:.0f}")
 
@@ -304,10 +309,7 @@ def unet_variants(profile: str, steps: int, rounds: int) -> None:
             refiner.denoiser.train()
             t0 = time.perf_counter()
             for batch in batches[1:]:
-                loss = refiner.loss(batch, noise_object=cfg0.refiner.noise_object)["loss"]
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                _train_step(refiner, opt, batch, cfg0.refiner.noise_object)
             if r:
                 times[label].append(1000 * (time.perf_counter() - t0) / steps)
     base = sorted(times[variants[0][0]])[rounds // 2]

@@ -30,9 +30,7 @@ import torch
 
 from diffseg.segmentors.base import Segmentor
 from diffseg.segmentors.mmseg_bases import MmsegDeepLabV3Plus, MmsegSegFormer
-from diffseg.segmentors.weights import load_segmentor_state
-
-DIFFSEG_FORMAT = "diffseg-segmentor"  # the "format" entry of diffseg's own .pt / .pth files (weights.py)
+from diffseg.segmentors.weights import FORMAT, fit_problems, load_segmentor_state
 
 _IGNORED_PREFIXES = ("auxiliary_head.",)
 
@@ -231,31 +229,15 @@ def load_mmseg_checkpoint(segmentor: Segmentor, path: str | os.PathLike[str]) ->
     expected = _architecture(segmentor)
     path = Path(path).expanduser()
     payload = _read_payload(path)
-    if payload.get("format") == DIFFSEG_FORMAT:
+    if payload.get("format") == FORMAT:
         # a .pth that diffseg's save_segmentor wrote (e.g. after fine-tuning a base): its own checks apply
         load_segmentor_state(segmentor, path)
         return
     state = _state_of(payload, path)
     converted, unknown = convert_mmseg_state_dict(state, segmentor)
-    own = segmentor.state_dict()
-    missing = [k for k in own if k not in converted]
-    unexpected = [k for k in converted if k not in own]
-    mismatched = [
-        f"{k} {tuple(converted[k].shape)} vs {tuple(own[k].shape)}"
-        for k in own
-        if k in converted and converted[k].shape != own[k].shape
-    ]
-    problems = [
-        (label, keys)
-        for label, keys in (
-            ("keys of another architecture", unknown),
-            ("shape mismatches (file vs model)", mismatched),
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
-        )
-        if keys
-    ]
+    problems = fit_problems(converted, segmentor.state_dict())
+    if unknown:
+        problems.insert(0, f"{len(unknown)} keys of another architecture (e.g. {', '.join(unknown[:3])})")
     if problems:
-        detail = "; ".join(f"{len(keys)} {label} (e.g. {', '.join(keys[:3])})" for label, keys in problems)
-        raise ValueError(f"mmseg checkpoint {path} does not fit {expected}: {detail}")
+        raise ValueError(f"mmseg checkpoint {path} does not fit {expected}: {'; '.join(problems)}")
     segmentor.load_state_dict(converted, strict=True)

@@ -19,7 +19,7 @@ from diffseg.atomic import atomic_write
 from diffseg.segmentors.base import Segmentor
 
 STATE_SUFFIXES: tuple[str, ...] = (".safetensors", ".pt", ".pth")
-_FORMAT = "diffseg-segmentor"
+FORMAT = "diffseg-segmentor"  # the "format" entry of the files save_segmentor writes
 
 
 def is_state_file(weights: str | os.PathLike[str]) -> bool:
@@ -38,11 +38,11 @@ def save_segmentor(segmentor: Segmentor, path: str | os.PathLike[str]) -> Path:
 
     def write(tmp: str) -> None:
         if suffix == ".safetensors":
-            meta = {"format": _FORMAT, "name": segmentor.name, "num_classes": str(segmentor.num_classes)}
+            meta = {"format": FORMAT, "name": segmentor.name, "num_classes": str(segmentor.num_classes)}
             save_file(state, tmp, metadata=meta)
         else:
             payload = {
-                "format": _FORMAT,
+                "format": FORMAT,
                 "name": segmentor.name,
                 "num_classes": segmentor.num_classes,
                 "state_dict": state,
@@ -73,6 +73,27 @@ def read_state_file(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     return payload, {}
 
 
+def fit_problems(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> list[str]:
+    """What keeps ``state`` from loading strictly into a model whose state dict is ``own``: one phrase per kind
+    (shape mismatches, missing keys, unexpected keys), each with a count and the first three; empty if it fits."""
+    mismatched = [
+        f"{k} {tuple(state[k].shape)} in the file vs {tuple(own[k].shape)} in the model"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    return [
+        f"{len(keys)} {label} (e.g. {', '.join(keys[:3])})"
+        for label, keys in (
+            ("shape mismatches", mismatched),
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+        )
+        if keys
+    ]
+
+
 def load_segmentor_state(segmentor: Segmentor, path: str | os.PathLike[str]) -> None:
     """Load a state-dict file into ``segmentor`` after checking it was saved from the same model and label space."""
     state, meta = read_state_file(path)
@@ -87,21 +108,7 @@ def load_segmentor_state(segmentor: Segmentor, path: str | os.PathLike[str]) -> 
             f"segmentor weights {path} have {meta['num_classes']} classes; expected {expected} "
             f"(num_classes={segmentor.num_classes})"
         )
-    own = segmentor.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
-    ]
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
-        if mismatched:
-            parts.append(f"{len(mismatched)} shape mismatches (e.g. {'; '.join(mismatched[:3])})")
-        raise ValueError(f"segmentor weights {path} do not fit {expected}: {', '.join(parts)}")
+    problems = fit_problems(state, segmentor.state_dict())
+    if problems:
+        raise ValueError(f"segmentor weights {path} do not fit {expected}: {'; '.join(problems)}")
     segmentor.load_state_dict(state, strict=True)
