@@ -3,6 +3,8 @@ floored at a minimum lr."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from ignite.engine import Engine, Events
@@ -71,3 +73,27 @@ def test_bad_decay_every_is_refused_naming_the_key() -> None:
         apply_overrides(profile_config("smoke"), {"optim.decay_every": [100]})
     with pytest.raises(ConfigError, match=r"optim\.min_lr"):
         apply_overrides(profile_config("smoke"), {"optim.min_lr": -1.0})
+
+
+def test_cosine_policy_falls_smoothly_from_lr_to_the_floor_in_each_stage() -> None:
+    """mmcv's CosineAnnealing with min_lr, per stage: 1 at the stage's start, the floor at its last iteration,
+    halfway at its middle, never increasing, and restarting with the next stage."""
+    floor = 0.01
+    f = [stage_lr_factor(it, 100, 201, 0, (), 0.5, 0, floor, "cosine") for it in range(100, 301)]
+    assert f[0] == pytest.approx(1.0)
+    assert f[100] == pytest.approx(floor + (1 - floor) * 0.5)
+    assert f[-1] == pytest.approx(floor)
+    assert all(a >= b for a, b in zip(f, f[1:], strict=False))
+    assert (
+        stage_lr_factor(300, 100, 201, 0, (0.5,), 0.5, 0, floor, "step") == 0.5
+    )  # the step policy is unchanged
+    assert stage_lr_factor(10, 0, 100, 20, (), 0.5, 0, 0.0, "cosine") == pytest.approx(
+        11 / 20 * 0.5 * (1 + math.cos(math.pi * 10 / 99))
+    )  # the warmup multiplies the cosine
+
+
+def test_unknown_lr_policy_is_refused_naming_the_key() -> None:
+    with pytest.raises(
+        ConfigError, match=r"'optim\.policy' = 'linear' is not valid; valid values: step, cosine"
+    ):
+        apply_overrides(profile_config("smoke"), {"optim.policy": "linear"})

@@ -37,6 +37,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
         "eval.mode": ("whole", "slide"),
         "eval.grid": tuple(STEP_GRIDS),
         "eval.select": ("final", "best_val"),
+        "optim.policy": ("step", "cosine"),
     }
 
 
@@ -175,10 +176,11 @@ class RefinerConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with linear warmup and step decay: x ``decay_gamma`` at fractions ``decay_at`` of each stage, or, with
-    ``decay_every`` = (stage 1, stage 2) iterations, every that many iterations of the stage, floored at ``min_lr``
-    (the release: halved every 10k in stage 1 and every 20k or 50k in stage 2, floored at 1e-6; mmcv's ``step``
-    policy)."""
+    """AdamW with linear warmup, then per stage either (``policy="step"``) step decay: x ``decay_gamma`` at
+    fractions ``decay_at`` of each stage, or, with ``decay_every`` = (stage 1, stage 2) iterations, every that many
+    iterations of the stage, floored at ``min_lr`` (the release: halved every 10k in stage 1 and every 20k or 50k in
+    stage 2, floored at 1e-6; mmcv's ``step`` policy); or (``policy="cosine"``) a half cosine from ``lr`` to
+    ``min_lr`` over each stage (``decay_*`` unused)."""
 
     lr: float = 1.5e-4
     betas: tuple[float, float] = (0.9, 0.96)
@@ -188,6 +190,7 @@ class OptimConfig:
     decay_gamma: float = 0.5
     decay_every: tuple[int, int] = (0, 0)  # > 0: decay every N iterations of stage 1 / stage 2 (not decay_at)
     min_lr: float = 0.0  # floor of the decayed lr (before the warmup factor)
+    policy: str = "step"  # "step" (decay_at / decay_every) or "cosine" (lr -> min_lr over each stage)
     grad_clip: float | None = None
     reference_batch: int = 32  # the batch the lr is tuned for; lr scales with the effective batch
 
@@ -206,6 +209,7 @@ class OptimConfig:
                 f"optim.decay_at), got {self.decay_every!r}"
             )
         _check_at_least("optim.min_lr", self.min_lr, 0)
+        _check_choice("optim.policy", self.policy)
         if any(not 0 < f <= 1 for f in self.decay_at):
             raise ConfigError(
                 f"config key 'optim.decay_at' must hold fractions in (0, 1], got {self.decay_at}"

@@ -4,6 +4,7 @@ the iteration layout of the two refiner stages."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -41,12 +42,18 @@ def stage_lr_factor(
     gamma: float,
     every: int = 0,
     floor: float = 0.0,
+    policy: str = "step",
 ) -> float:
-    """Linear warmup over ``warmup`` iterations, then x gamma at each fraction of the stage in ``decay_at`` (or,
-    with ``every`` > 0, every ``every`` iterations of the stage); the decayed factor never goes below ``floor``
-    (the warmup multiplies the floored value, as mmcv's step policy with ``min_lr``)."""
+    """Linear warmup over ``warmup`` iterations, then, with ``policy="step"``, x gamma at each fraction of the stage
+    in ``decay_at`` (or, with ``every`` > 0, every ``every`` iterations of the stage), never below ``floor`` (the
+    warmup multiplies the floored value, as mmcv's step policy with ``min_lr``); with ``policy="cosine"``, a half
+    cosine from 1 at the stage's first iteration to ``floor`` at its last (mmcv's ``CosineAnnealing`` with
+    ``min_lr``), so the rate falls smoothly and a learning curve's last points show the model, not a decay step."""
     local = it - stage_start
     warm = min(1.0, (local + 1) / max(1, warmup)) if warmup > 0 else 1.0
+    if policy == "cosine":
+        progress = local / max(1, stage_len - 1)
+        return warm * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
     decays = local // every if every > 0 else sum(1 for f in decay_at if local >= int(f * stage_len))
     return warm * max(gamma**decays, floor)
 
@@ -69,8 +76,9 @@ def attach_lr_schedule(
     decay_every: Callable[[int], int] = lambda it: 0,
 ) -> None:
     """Set the learning rate before every iteration (an ignite handler, as ignite's own schedulers): ``lr`` times
-    `stage_lr_factor` within the stage ``bounds(it) -> (start, length)`` holding 0-based iteration ``it``, decayed
-    every ``decay_every(it)`` iterations of that stage when > 0 (else at ``optim.decay_at``)."""
+    `stage_lr_factor` within the stage ``bounds(it) -> (start, length)`` holding 0-based iteration ``it``: a cosine
+    over the stage with ``optim.policy="cosine"``, else decayed every ``decay_every(it)`` iterations of that stage
+    when > 0 (else at ``optim.decay_at``)."""
 
     @trainer.on(Events.ITERATION_STARTED)
     def _set(engine: Engine) -> None:
@@ -79,7 +87,9 @@ def attach_lr_schedule(
         warmup = min(cfg.optim.warmup_iters, length // 10)
         o = cfg.optim
         floor = o.min_lr / lr if lr > 0 else 0.0
-        factor = stage_lr_factor(it, start, length, warmup, o.decay_at, o.decay_gamma, decay_every(it), floor)
+        factor = stage_lr_factor(
+            it, start, length, warmup, o.decay_at, o.decay_gamma, decay_every(it), floor, o.policy
+        )
         set_lr(optimizer, lr * factor)
 
 
