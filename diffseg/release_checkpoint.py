@@ -23,8 +23,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from diffseg.config import (
     DataConfig,
@@ -37,8 +36,11 @@ from diffseg.config import (
     UNetConfig,
     save_config,
 )
-from diffseg.segmentors.mmseg_convert import convert_mmseg_state_dict, read_mmseg_checkpoint
-from diffseg.segmentors.weights import fit_problems
+
+if (
+    TYPE_CHECKING
+):  # torch and the segmentor zoo load on first use: `diffseg --help` lists the models without them
+    import torch
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,9 @@ class ReleaseModel:
     width: int
     num_steps: int
     num_evals: int  # the release's inference_timesteps (its grid then ends at the cleanest level)
-    guidance: float  # diffseg's w of (1 + w) cond - w uncond; the release's guidance_scale (1 means off there)
+    guidance: (
+        float  # diffseg's w of (1 + w) cond - w uncond; the release's guidance_scale (1 means off there)
+    )
 
 
 RELEASE_MODELS: dict[str, ReleaseModel] = {
@@ -92,6 +96,8 @@ def _rename(key: str) -> str | None:
 
 def _permute_init_conv(weight: torch.Tensor, embed_dim: int) -> torch.Tensor:
     """(O, C + e, k, k) with inputs (condition C, embedding e) -> (O, e + C, k, k) with (embedding, condition)."""
+    import torch
+
     cond = weight.shape[1] - embed_dim
     return torch.cat((weight[:, cond:], weight[:, :cond]), dim=1)
 
@@ -136,6 +142,8 @@ def convert_refiner_state(
 ) -> dict[str, torch.Tensor]:
     """The release's refiner keys as ``MaskPriorRefiner.denoiser`` state (``own``: its state dict), checked one
     to one: a release key without a target, a target left over or a shape that differs is one ValueError."""
+    from diffseg.segmentors.weights import fit_problems
+
     out: dict[str, torch.Tensor] = {}
     for key, value in refiner.items():
         target = _rename(key)
@@ -156,6 +164,8 @@ def check_schedule(schedule: dict[str, torch.Tensor], cfg: ExperimentConfig, pat
     The release's ``log_cumprod_at`` is (T + 1,): abar_1..abar_T then a trailing log 1; ``log_cumprod_bt`` is
     log((1 - abar) / K) of the same. A file of another T (or K) fails here, naming both.
     """
+    import torch
+
     from diffseg.diffusion import get_schedule
 
     if set(schedule) != set(_SCHEDULE):
@@ -212,10 +222,16 @@ def _base_classifier(path: Path, num_classes: int) -> dict[str, torch.Tensor]:
     A 150-class ADE20K zoo head scores the release's classes 1..150; class 0 ("other", which the metrics ignore)
     gets a zero filter and a bias of -1e4, so the base never predicts it, as the zoo model never could.
     """
+    import torch
+
+    from diffseg.segmentors.mmseg_convert import read_mmseg_checkpoint
+
     state = read_mmseg_checkpoint(path)
     weight, bias = state.get("decode_head.conv_seg.weight"), state.get("decode_head.conv_seg.bias")
     if weight is None or bias is None:
-        raise ValueError(f"base classifier file {path} has no decode_head.conv_seg (expected an mmseg zoo file)")
+        raise ValueError(
+            f"base classifier file {path} has no decode_head.conv_seg (expected an mmseg zoo file)"
+        )
     if weight.shape[0] == num_classes - 1:
         weight = torch.cat((torch.zeros_like(weight[:1]), weight))
         bias = torch.cat((torch.full_like(bias[:1], -1e4), bias))
@@ -238,10 +254,12 @@ def convert_release_checkpoint(
     Everything is checked before anything is written; each file is written atomically; an existing run folder
     is never overwritten. ``diffseg eval --run out`` then evaluates it.
     """
-    from diffseg.engines.checkpoints import refiner_signature, save_checkpoint
     from diffseg.atomic import atomic_write_text
+    from diffseg.engines.checkpoints import refiner_signature, save_checkpoint
     from diffseg.models import build_refiner
     from diffseg.segmentors import build_segmentor, save_segmentor
+    from diffseg.segmentors.mmseg_convert import convert_mmseg_state_dict, read_mmseg_checkpoint
+    from diffseg.segmentors.weights import fit_problems
 
     path, out = Path(path).expanduser(), Path(out)
     if (out / "config.yaml").exists():
@@ -263,7 +281,9 @@ def convert_release_checkpoint(
     converted.update(_base_classifier(Path(base_classifier).expanduser(), num_classes))
     problems = fit_problems(converted, segmentor.state_dict())
     if problems:
-        raise ValueError(f"release checkpoint {path}: its base does not fit {cfg.segmentor.name}: {'; '.join(problems)}")
+        raise ValueError(
+            f"release checkpoint {path}: its base does not fit {cfg.segmentor.name}: {'; '.join(problems)}"
+        )
     segmentor.load_state_dict(converted, strict=True)
     refiner = build_refiner(cfg, segmentor)
     denoiser = convert_refiner_state(refiner_keys, refiner.denoiser.state_dict(), path)

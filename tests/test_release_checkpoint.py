@@ -81,7 +81,9 @@ def test_every_release_refiner_key_maps_one_to_one_and_loads_strictly():
     own = denoiser.state_dict()
     release = refiner_part(release_head())
     converted = convert_refiner_state(release, own, Path("release.pth"))
-    assert len(release) == len(own) == len(converted)  # one to one: no release key dropped, no diffseg key left
+    assert (
+        len(release) == len(own) == len(converted)
+    )  # one to one: no release key dropped, no diffseg key left
     assert set(converted) == set(own)
     denoiser.load_state_dict(converted, strict=True)
     assert torch.equal(denoiser.embedding.weight, release["decode_head.embed.weight"])
@@ -95,7 +97,9 @@ def test_init_conv_permutation_gives_the_release_first_layer_output():
     w = torch.randn(8, 20 + 4, 7, 7, generator=g, dtype=torch.float64)
     cond = torch.randn(2, 20, 9, 9, generator=g, dtype=torch.float64)
     emb = torch.randn(2, 4, 9, 9, generator=g, dtype=torch.float64)
-    release = F.conv2d(torch.cat((cond, emb), dim=1), w, padding=3)  # the release: (condition, mask embedding)
+    release = F.conv2d(
+        torch.cat((cond, emb), dim=1), w, padding=3
+    )  # the release: (condition, mask embedding)
     ours = F.conv2d(torch.cat((emb, cond), dim=1), _permute_init_conv(w, 4), padding=3)
     torch.testing.assert_close(ours, release)
 
@@ -130,10 +134,14 @@ def test_a_missing_or_an_unknown_release_key_is_one_line_naming_the_file():
     state = release_head()
     state["decode_head.unet.extra.weight"] = torch.zeros(1)
     state["decode_head.conv_seg.weight"] = torch.zeros(1)
-    with pytest.raises(ValueError, match=r"release\.pth: 1 keys left unmapped \(e\.g\. decode_head\.conv_seg"):
+    with pytest.raises(
+        ValueError, match=r"release\.pth: 1 keys left unmapped \(e\.g\. decode_head\.conv_seg"
+    ):
         split_release_state(state, Path("release.pth"))
     with pytest.raises(ValueError, match="no diffseg module of that name.*decode_head.unet.extra.weight"):
-        convert_refiner_state(refiner_part({**release_head(), "decode_head.unet.extra.weight": torch.zeros(1)}), own, Path("x"))
+        convert_refiner_state(
+            refiner_part({**release_head(), "decode_head.unet.extra.weight": torch.zeros(1)}), own, Path("x")
+        )
 
 
 def test_ema_copies_are_dropped_only_when_they_shadow_a_plain_key():
@@ -147,8 +155,12 @@ def test_ema_copies_are_dropped_only_when_they_shadow_a_plain_key():
 
 def test_a_plain_segmentor_file_is_refused_naming_the_file(tmp_path):
     plain = tmp_path / "segformer_mit-b2_512x512_160k_ade20k.pth"
-    torch.save({"state_dict": {"decode_head.conv_seg.weight": torch.zeros(150, 256, 1, 1)}, "meta": {}}, plain)
-    with pytest.raises(ValueError, match=r"segformer_mit-b2_512x512_160k_ade20k\.pth is not a DDPS release") as e:
+    torch.save(
+        {"state_dict": {"decode_head.conv_seg.weight": torch.zeros(150, 256, 1, 1)}, "meta": {}}, plain
+    )
+    with pytest.raises(
+        ValueError, match=r"segformer_mit-b2_512x512_160k_ade20k\.pth is not a DDPS release"
+    ) as e:
         convert_release_checkpoint(plain, "ade20k-b2-multistep", tmp_path / "run", plain)
     assert "\n" not in str(e.value)
     assert not (tmp_path / "run").exists()
@@ -179,7 +191,10 @@ def test_a_release_file_becomes_a_run_folder_that_loads(tmp_path):
 
     release, zoo = tmp_path / "best_mIoU_iter_144000.pth", tmp_path / "zoo.pth"
     _write_release_file(release)
-    classifier = {"decode_head.conv_seg.weight": torch.randn(150, 256, 1, 1), "decode_head.conv_seg.bias": torch.randn(150)}
+    classifier = {
+        "decode_head.conv_seg.weight": torch.randn(150, 256, 1, 1),
+        "decode_head.conv_seg.bias": torch.randn(150),
+    }
     torch.save({"state_dict": classifier, "meta": {}}, zoo)
     out = convert_release_checkpoint(release, "ade20k-b2-multistep", tmp_path / "run", zoo)
 
@@ -190,11 +205,56 @@ def test_a_release_file_becomes_a_run_folder_that_loads(tmp_path):
     check_signature(state["model_signature"], refiner, path)
     refiner.denoiser.load_state_dict(state["denoiser"], strict=True)
     head = torch.load(release, weights_only=True)["state_dict"]
-    torch.testing.assert_close(refiner.denoiser.unet.final_block.block1.conv.weight, head["decode_head.unet.final_res_block.block1.proj.weight"])
-    torch.testing.assert_close(segmentor.decode_head.fusion_conv.bn.running_var, head["decode_head.fusion_conv.bn.running_var"])
-    torch.testing.assert_close(segmentor.decode_head.conv_seg.bias[1:], classifier["decode_head.conv_seg.bias"])
+    torch.testing.assert_close(
+        refiner.denoiser.unet.final_block.block1.conv.weight,
+        head["decode_head.unet.final_res_block.block1.proj.weight"],
+    )
+    torch.testing.assert_close(
+        segmentor.decode_head.fusion_conv.bn.running_var, head["decode_head.fusion_conv.bn.running_var"]
+    )
+    torch.testing.assert_close(
+        segmentor.decode_head.conv_seg.bias[1:], classifier["decode_head.conv_seg.bias"]
+    )
     with pytest.raises(ValueError, match="already holds a run"):
         convert_release_checkpoint(release, "ade20k-b2-multistep", out, zoo)
     with pytest.raises(ValueError, match=r"trained with T = 100 .* T = 20"):
         convert_release_checkpoint(release, "ade20k-b2-multistep-t20", tmp_path / "run20", zoo)
     assert not (tmp_path / "run20" / "config.yaml").exists()
+
+
+def test_the_cli_refuses_a_plain_segmentor_file_in_one_line(tmp_path, capsys):
+    from diffseg.cli import main
+
+    plain = tmp_path / "plain.pth"
+    torch.save({"state_dict": {"backbone.x": torch.zeros(1)}, "meta": {}}, plain)
+    argv = ["convert-release", str(plain), "--config", "ade20k-b2-multistep", "--base-classifier", str(plain)]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("diffseg convert-release: error:") and "plain.pth is not a DDPS release" in err
+    assert "\n" not in err
+
+
+@pytest.mark.slow
+def test_diffseg_eval_runs_on_a_converted_folder(tmp_path, capsys):
+    from diffseg.cli import main
+    from diffseg.config import apply_overrides, save_config
+    from diffseg.data import ensure_synthetic
+
+    release, zoo = tmp_path / "release.pth", tmp_path / "zoo.pth"
+    _write_release_file(release)
+    classifier = {
+        "decode_head.conv_seg.weight": torch.randn(150, 256, 1, 1),
+        "decode_head.conv_seg.bias": torch.zeros(150),
+    }
+    torch.save({"state_dict": classifier}, zoo)
+    out = tmp_path / "run"
+    argv = ["convert-release", str(release), "--config", "ade20k-b2-multistep", "--base-classifier", str(zoo)]
+    assert main([*argv, "--out", str(out), "--data-root", str(tmp_path / "ade")]) == 0
+    # a one-image synthetic ADE20K (151-class mode) stands in for the real validation set
+    small = ["data.synthetic=true", "data.synth_n_train=1", "data.synth_n_val=1", "data.synth_size=[64,64]"]
+    cfg = apply_overrides(load_config(out / "config.yaml"), small)
+    save_config(cfg, out / "config.yaml")
+    ensure_synthetic(cfg.data)
+    assert main(["eval", "--run", str(out), "--steps", "2"]) == 0
+    res = json.loads((out / "eval_val_free_renoise_2.json").read_text())
+    assert res["t"] == [100, 50, 1]  # the release's grid: its steps 0, 50, 99
