@@ -179,7 +179,7 @@ def check_schedule(schedule: dict[str, torch.Tensor], cfg: ExperimentConfig, pat
     abar = get_schedule(cfg.diffusion.schedule, steps)[1:]
     expected_at = torch.log(abar).float()
     got_at = schedule["log_cumprod_at"][:steps].float()
-    if not torch.allclose(got_at, expected_at, rtol=1e-4, atol=1e-4):
+    if not torch.allclose(got_at, expected_at, rtol=0, atol=1e-3):  # the release computes them in float32
         raise ValueError(
             f"release checkpoint {path}: its schedule buffer log_cumprod_at is not the {cfg.diffusion.schedule} "
             f"schedule of T = {steps} (max difference {float((got_at - expected_at).abs().max()):.3g})"

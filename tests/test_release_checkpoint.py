@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 
 from diffseg.config import ExperimentConfig, identity_dict, load_config
-from diffseg.diffusion import linear_schedule
 from diffseg.models.denoiser import Denoiser
 from diffseg.models.unet import UNet
 from diffseg.release_checkpoint import (
@@ -31,8 +30,9 @@ SCHEDULE = ("log_cumprod_at", "log_cumprod_bt", "log_at", "log_bt")
 
 
 def release_schedule(num_steps: int, num_classes: int) -> dict[str, torch.Tensor]:
-    """The head's buffers as the release computes them (alpha_schedule_torch), from diffseg's linear abar."""
-    att = linear_schedule(num_steps)[1:].float()
+    """The head's buffers as the release computes them (its alpha_schedule_torch: float32, abar linear from
+    0.99999 at its first level to 0.000009 at its last, then a trailing 1)."""
+    att = torch.arange(0, num_steps) / (num_steps - 1) * (0.000009 - 0.99999) + 0.99999
     at = att / torch.cat((torch.ones(1), att[:-1]))
     att = torch.cat((att, torch.ones(1)))
     return {
