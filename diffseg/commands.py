@@ -80,6 +80,47 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.set_defaults(func=cmd_refine)
     add_study_parsers(sub)
+    add_release_parser(sub)
+
+
+def add_release_parser(sub: argparse._SubParsersAction) -> None:
+    from diffseg.release_checkpoint import RELEASE_MODELS  # no torch: a dict of plain settings
+
+    p = sub.add_parser(
+        "convert-release",
+        help="turn an authors' released DDPS checkpoint into a run folder for `diffseg eval --run`",
+        formatter_class=HELP_FMT,
+        description="Convert a DDPS release checkpoint (mmseg format: frozen base + refiner head) into a diffseg "
+        "run folder (config.yaml, base.safetensors, checkpoints/); every key is mapped and checked first.",
+    )
+    p.add_argument("checkpoint", help="the release's .pth file, e.g. best_mIoU_iter_144000.pth")
+    p.add_argument(
+        "--config",
+        required=True,
+        choices=tuple(RELEASE_MODELS),
+        help="which released model (its T and test settings); a file of another T is refused",
+    )
+    p.add_argument(
+        "--base-classifier",
+        required=True,
+        help="the mmseg zoo checkpoint the release froze (its decode_head.conv_seg gives the base rows), e.g. "
+        "segformer_mit-b2_512x512_160k_ade20k_20220620_114047-64e4feca.pth",
+    )
+    p.add_argument(
+        "--data-root", default="data/ade20k", help="ADEChallengeData2016 folder the run evaluates on"
+    )
+    p.add_argument("--out", required=True, help="new run folder (an existing run is never overwritten)")
+    p.set_defaults(func=cmd_convert_release)
+
+
+def cmd_convert_release(args: argparse.Namespace) -> int:
+    from diffseg.release_checkpoint import convert_release_checkpoint
+
+    out = convert_release_checkpoint(
+        args.checkpoint, args.config, args.out, args.base_classifier, data_root=args.data_root
+    )
+    print(f"wrote run folder {out}; evaluate it with: python -m diffseg eval --run {out}")
+    return 0
 
 
 def add_study_parsers(sub: argparse._SubParsersAction) -> None:

@@ -167,6 +167,9 @@ class RefinerConfig:
     embed_dim: int = 16
     embed_trainable: bool = False
     noise_object: str = "first"  # gt | base | first (Diffusion-on-First-Prediction)
+    # the time embedding sees T - t, the release's index (0 noisiest, T - 1 cleanest), not t: only to run the
+    # release's checkpoints (diffseg.release_checkpoint); the diffusion itself keeps t = 0 clean ... T noise
+    release_time: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("refiner.condition", self.condition)

@@ -171,7 +171,11 @@ _NON_IDENTITY = {("name",), ("device",), ("data", "num_workers"), ("train", "log
 
 # Keys added after results were stored, with their defaults: at the default they are left out of the identity, so
 # adding an option does not rename the trainings and evaluations stored before it existed (none of which used it).
-_IDENTITY_ONLY_IF_SET = {("eval", "select"): "final", ("optim", "policy"): "step"}
+_IDENTITY_ONLY_IF_SET = {
+    ("eval", "select"): "final",
+    ("optim", "policy"): "step",
+    ("refiner", "release_time"): False,
+}
 
 
 def identity_dict(cfg: ExperimentConfig) -> dict[str, Any]:

@@ -5,7 +5,8 @@ Time convention (the one convention of the whole project):
     abar_t for t = 0..T with abar_0 = 1 (``schedules.py``); kernels take ``t`` as a (B,) long tensor in [1, T];
     samplers walk a strictly decreasing step grid from T towards 1, and the denoiser receives t exactly as given.
     The authors' release indexes the other way round (its network index 0 is the *noisiest* input and T - 1 the
-    cleanest); a release checkpoint's time embedding therefore needs t_release = T - t when ported.
+    cleanest); a release checkpoint's time embedding therefore needs t_release = T - t when ported
+    (``refiner.release_time``, set by ``diffseg.release_checkpoint``).
 
 Kernels share one contract (``DiscreteKernel``; ``Gaussian`` follows it as far as the samplers need):
 ``num_classes`` K, ``num_steps`` T, ``num_states`` (K, or K + 1 with [MASK] = index K), ``is_continuous``,

@@ -44,6 +44,10 @@ class Denoiser(nn.Module):
 
     ``forward(x_t, t, cond) -> (B, K, h, w)`` with ``x_t`` (B, h, w) long in [0, num_states) (or (B, C, h, w) float
     for a continuous kernel, used as is), ``t`` (B,) long, ``cond`` (B, Cc, h, w) float.
+
+    ``time_from``: None feeds the UNet t as given; T feeds it ``T - t``, the authors' release's network index
+    (0 for the noisiest level T, T - 1 for the cleanest t = 1), so that its checkpoints see the times they were
+    trained with (``refiner.release_time``).
     """
 
     def __init__(
@@ -53,9 +57,11 @@ class Denoiser(nn.Module):
         embed_dim: int,
         embed_trainable: bool,
         continuous_channels: int | None,
+        time_from: int | None = None,
     ) -> None:
         super().__init__()
         self.continuous_channels = continuous_channels
+        self.time_from = time_from
         if continuous_channels is None:
             self.embedding: nn.Embedding | None = nn.Embedding(num_states, embed_dim)
             # The release keeps the embedding at its random initialisation: a fixed random code per class.
@@ -100,6 +106,8 @@ class Denoiser(nn.Module):
                 f"condition {tuple(cond.shape)} does not match x_t {tuple(x_t.shape)} (batch and h, w)"
             )
         t = _time_vector(t, x.shape[0], x.device)
+        if self.time_from is not None:
+            t = self.time_from - t
         if cond_projection is not None:
             return self.unet(x.to(cond.dtype), t, projected=cond_projection)
         return self.unet(torch.cat((x.to(cond.dtype), cond), dim=1), t)

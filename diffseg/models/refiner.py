@@ -48,6 +48,7 @@ class MaskPriorRefiner(nn.Module):
         condition: ``features`` | ``logits`` | ``mask``.
         embed_dim: width of the noisy-mask class embedding (discrete kernels).
         embed_trainable: train the embedding (the release keeps it frozen at random init).
+        release_time: the time embedding sees T - t (the release's index) instead of t; for its checkpoints.
     """
 
     def __init__(
@@ -59,6 +60,7 @@ class MaskPriorRefiner(nn.Module):
         condition: str = "features",
         embed_dim: int = 16,
         embed_trainable: bool = False,
+        release_time: bool = False,
     ) -> None:
         super().__init__()
         if not getattr(segmentor, "frozen", False):
@@ -91,6 +93,7 @@ class MaskPriorRefiner(nn.Module):
             embed_dim,
             embed_trainable,
             kernel.input_channels if kernel.is_continuous else None,
+            time_from=kernel.num_steps if release_time else None,
         )
 
     # ----------------------------------------------------------------------------------------------------------
@@ -349,4 +352,5 @@ def build_refiner(cfg: ExperimentConfig, segmentor: Segmentor) -> MaskPriorRefin
         condition=r.condition,
         embed_dim=r.embed_dim,
         embed_trainable=r.embed_trainable,
+        release_time=r.release_time,
     )
