@@ -28,11 +28,13 @@ _BASES = {
     "segformer-b0-mmseg": (256, 3_753_718),
     "segformer-b2-mmseg": (256, 24_761_686),
     "segformer-b5-mmseg": (256, 82_008_406),
+    "deeplabv3plus-m-v2-d8": (512, 15_084_998),
     "deeplabv3plus-r50-d8": (512, 41_292_390),
     "deeplabv3plus-r101-d8": (512, 60_284_518),
 }
 _SLOW = {"segformer-b5-mmseg", "deeplabv3plus-r101-d8"}
-# keys of mmseg 0.30 state dicts (from its MixVisionTransformer / ResNetV1c / heads), which the inverse must give
+# keys of mmseg 0.30 state dicts (from its MixVisionTransformer / ResNetV1c / MobileNetV2 / heads), which the
+# inverse must give
 _MMSEG_KEYS = {
     "segformer-b0-mmseg": (
         192,
@@ -64,6 +66,19 @@ _MMSEG_KEYS = {
             "decode_head.bottleneck.bn.weight",
             "decode_head.c1_bottleneck.conv.weight",
             "decode_head.sep_bottleneck.1.pointwise_conv.bn.bias",
+        ],
+    ),
+    "deeplabv3plus-m-v2-d8": (
+        392,
+        [
+            "backbone.conv1.conv.weight",
+            "backbone.conv1.bn.running_var",
+            "backbone.layer1.0.conv.0.conv.weight",  # expand_ratio 1: no expand conv, conv.0 is the depthwise
+            "backbone.layer1.0.conv.1.bn.bias",
+            "backbone.layer2.0.conv.2.conv.weight",
+            "backbone.layer7.0.conv.2.bn.num_batches_tracked",
+            "decode_head.c1_bottleneck.conv.weight",
+            "decode_head.aspp_modules.3.depthwise_conv.conv.weight",
         ],
     ),
 }
@@ -177,6 +192,32 @@ def test_other_architecture_is_one_line(tmp_path: Path) -> None:
         to_mmseg_state_dict(build_segmentor("segformer-b0-mmseg", K)), tmp_path / "sf.pth"
     )
     assert "DeepLabV3+ R50-D8" in _one_line_error("deeplabv3plus-r50-d8", K, segformer)
+
+
+def test_mobilenet_v2_d8_layout_and_resnet_files_are_one_line(tmp_path: Path) -> None:
+    seg = build_segmentor("deeplabv3plus-m-v2-d8", 19)
+    assert count_parameters(seg) == 15_017_795  # the Cityscapes zoo model's 19-class head
+    # mmseg's make_layer: stride and dilation on a layer's first block only (layer6 of the D8 config: 4, 1, 1)
+    depthwise = [block.conv[-2].conv for block in seg.backbone.layer6]
+    assert [m.dilation[0] for m in depthwise] == [4, 1, 1] and [m.padding[0] for m in depthwise] == [4, 1, 1]
+    assert [block.conv[-2].conv.stride for block in seg.backbone.layer3] == [(2, 2), (1, 1), (1, 1)]
+    assert [block.use_res_connect for block in seg.backbone.layer4] == [False, True, True, True]
+    # c1 = layer2 (24 channels, stride 4), c4 = layer7 (320 channels, stride 8)
+    with torch.no_grad():
+        c1, _, _, c4 = seg.backbone(_image(1, 65, 49))
+    assert c1.shape == (1, 24, 17, 13) and c4.shape == (1, 320, 9, 7)
+    resnet = _save_mmseg(
+        to_mmseg_state_dict(build_segmentor("deeplabv3plus-r50-d8", K)), tmp_path / "r50.pth"
+    )
+    message = _one_line_error("deeplabv3plus-m-v2-d8", K, resnet)
+    assert "DeepLabV3+ MobileNetV2-D8 with a 150-class head" in message
+    assert "keys of another architecture" in message and "backbone.stem.0.weight" in message
+    mobilenet = _save_mmseg(
+        to_mmseg_state_dict(build_segmentor("deeplabv3plus-m-v2-d8", K)), tmp_path / "m.pth"
+    )
+    message = _one_line_error("deeplabv3plus-r50-d8", K, mobilenet)
+    assert "keys of another architecture" in message and "backbone.conv1.conv.weight" in message
+    assert "MiT-B0" in _one_line_error("segformer-b0-mmseg", K, mobilenet)
 
 
 def test_unsafe_or_empty_files_are_one_line(tmp_path: Path) -> None:

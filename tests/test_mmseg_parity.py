@@ -17,7 +17,11 @@ from diffseg.segmentors import build_segmentor
 
 _DIR = Path(os.environ.get("DIFFSEG_PARITY_DIR", Path(__file__).resolve().parents[1] / "build" / "parity"))
 # reference file stem -> diffseg registry name
-_MODELS = {"segformer_mit-b0": "segformer-b0-mmseg", "deeplabv3plus_r50-d8": "deeplabv3plus-r50-d8"}
+_MODELS = {
+    "segformer_mit-b0": "segformer-b0-mmseg",
+    "deeplabv3plus_r50-d8": "deeplabv3plus-r50-d8",
+    "deeplabv3plus_m-v2-d8": "deeplabv3plus-m-v2-d8",
+}
 K = 150  # ADE20K, as the reference configs
 
 

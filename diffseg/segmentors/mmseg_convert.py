@@ -16,6 +16,8 @@ Key mapping (the decode head's keys are mmseg's, see :mod:`diffseg.segmentors.mm
   ``.2`` -> ``layer_norm``.
 - ResNetV1c -> timm: ``backbone.stem.{0,1,3,4,6}`` -> ``backbone.conv1.{0,1,3,4,6}``, ``backbone.stem.7`` ->
   ``backbone.bn1``; ``layer{1..4}`` keys are the same in both.
+- MobileNetV2 (:mod:`diffseg.segmentors.mmseg_mobilenet` carries mmseg's names): ``backbone.conv1.*`` and
+  ``backbone.layer{1..7}.*`` are kept as they are; any other backbone key belongs to another architecture.
 - ``auxiliary_head.*`` (the zoo DeepLabs' training-only FCN head) is dropped.
 """
 
@@ -30,6 +32,7 @@ import torch
 
 from diffseg.segmentors.base import Segmentor
 from diffseg.segmentors.mmseg_bases import MmsegDeepLabV3Plus, MmsegSegFormer
+from diffseg.segmentors.mmseg_mobilenet import MobileNetV2
 from diffseg.segmentors.weights import FORMAT, fit_problems, load_segmentor_state
 
 _IGNORED_PREFIXES = ("auxiliary_head.",)
@@ -55,10 +58,10 @@ def _architecture(segmentor: Segmentor) -> str:
     if isinstance(segmentor, MmsegSegFormer):
         return f"mmseg SegFormer MiT-{segmentor.size.upper()} with a {segmentor.num_classes}-class head"
     if isinstance(segmentor, MmsegDeepLabV3Plus):
-        return f"mmseg DeepLabV3+ {segmentor.variant.upper()} with a {segmentor.num_classes}-class head"
+        return f"mmseg DeepLabV3+ {segmentor.display_name} with a {segmentor.num_classes}-class head"
     raise ValueError(
         f"segmentor {segmentor.name!r} ({type(segmentor).__name__}) is not an mmseg base; "
-        "mmseg checkpoints load into the *-mmseg / deeplabv3plus-r*-d8 registry names only"
+        "mmseg checkpoints load into the *-mmseg / deeplabv3plus-*-d8 registry names only"
     )
 
 
@@ -93,6 +96,11 @@ def _resnet_key(key: str) -> str | None:
     return key if key.startswith("backbone.layer") else None
 
 
+def _mobilenet_key(key: str) -> str | None:
+    # mmseg's names already; a ResNet's stem (backbone.stem.*) is not one of them and is reported as foreign
+    return key if re.match(r"backbone\.(conv1|layer[1-7])\.", key) else None
+
+
 def convert_mmseg_state_dict(
     state: dict[str, torch.Tensor], segmentor: Segmentor
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -101,6 +109,9 @@ def convert_mmseg_state_dict(
     Shapes are not checked here (the caller compares with the model); auxiliary-head keys are dropped.
     """
     segformer = isinstance(segmentor, MmsegSegFormer)
+    backbone_key = _mit_key if segformer else _resnet_key
+    if isinstance(getattr(segmentor, "backbone", None), MobileNetV2):
+        backbone_key = _mobilenet_key
     out: dict[str, torch.Tensor] = {}
     unknown: list[str] = []
     for key, value in state.items():
@@ -109,7 +120,7 @@ def convert_mmseg_state_dict(
         if key.startswith("decode_head."):
             out[key] = value
             continue
-        target = (_mit_key(key) if segformer else _resnet_key(key)) if key.startswith("backbone.") else None
+        target = backbone_key(key) if key.startswith("backbone.") else None
         if target is None:
             unknown.append(key)
         elif isinstance(target, list):
@@ -131,8 +142,8 @@ def to_mmseg_state_dict(segmentor: Segmentor) -> dict[str, torch.Tensor]:
     own = segmentor.state_dict()
     out: dict[str, torch.Tensor] = {}
     for key, value in own.items():
-        if key.startswith("decode_head."):
-            out[key] = value
+        if key.startswith("decode_head.") or isinstance(segmentor.backbone, MobileNetV2):
+            out[key] = value  # the head's and mmseg MobileNetV2's names are mmseg's
         elif isinstance(segmentor, MmsegDeepLabV3Plus):
             m = re.fullmatch(r"backbone\.(conv1\.\d|bn1)\.(\w+)", key)
             out[f"backbone.stem.{_STEM_INVERSE[m.group(1)]}.{m.group(2)}" if m else key] = value

@@ -17,11 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# mmcv act_cfg type -> module; mmcv builds both in place (its default ``inplace=True``)
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"ReLU": nn.ReLU, "ReLU6": nn.ReLU6}
+
 
 class ConvModule(nn.Module):
-    """mmcv's ``ConvModule`` with ``norm_cfg=BN``, ``act_cfg=ReLU``: conv (no bias, as ``bias='auto'`` gives
-    with a norm) -> BatchNorm2d (eps 1e-5, mmcv's default) -> ReLU; attribute names ``conv`` / ``bn`` /
-    ``activate`` are mmcv's, hence the state-dict keys."""
+    """mmcv's ``ConvModule`` with ``norm_cfg=BN``: conv (no bias, as ``bias='auto'`` gives with a norm) ->
+    BatchNorm2d (eps 1e-5, mmcv's default) -> activation (``act``: mmcv's ``act_cfg`` type, ``None`` for none);
+    attribute names ``conv`` / ``bn`` / ``activate`` are mmcv's, hence the state-dict keys."""
 
     def __init__(
         self,
@@ -31,22 +34,26 @@ class ConvModule(nn.Module):
         padding: int = 0,
         dilation: int = 1,
         groups: int = 1,
-        act: bool = True,
+        act: str | None = "ReLU",
+        stride: int = 1,
     ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(
             in_channels,
             out_channels,
             kernel_size,
+            stride=stride,
             padding=padding,
             dilation=dilation,
             groups=groups,
             bias=False,
         )
         self.bn = nn.BatchNorm2d(out_channels, eps=1e-5)
-        # mmseg's SegformerHead builds its fusion_conv with mmcv's default act_cfg, i.e. ReLU, so `act` is only
-        # False where an mmseg config says act_cfg=None (none of the heads here).
-        self.activate = nn.ReLU(inplace=True) if act else nn.Identity()
+        # The heads use mmcv's default act_cfg, ReLU (SegformerHead's fusion_conv too); MobileNetV2 uses ReLU6,
+        # and None for its linear 1x1 projections (act_cfg=None), which mmcv builds without an `activate`.
+        if act is not None and act not in _ACTIVATIONS:
+            raise ValueError(f"unknown activation {act!r}; valid: {', '.join(_ACTIVATIONS)} or None")
+        self.activate = _ACTIVATIONS[act](inplace=True) if act is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.activate(self.bn(self.conv(x)))
@@ -122,11 +129,12 @@ class SegformerHead(_ClassifierMixin):
 class DepthwiseSeparableASPPHead(_ClassifierMixin):
     """mmseg 0.30 ``DepthwiseSeparableASPPHead`` (DeepLabV3+ decoder).
 
-    ASPP on layer4 (in ``in_channels``): ``image_pool`` (global average pool + 1x1 ConvModule, resized back
-    bilinearly) first, then ``aspp_modules`` (1x1 ConvModule for dilation 1, depthwise-separable 3x3 for the
-    others), concatenated in that order, ``bottleneck`` 3x3 ConvModule; resized to layer1's size and
-    concatenated *after* ``c1_bottleneck`` (1x1 ConvModule on layer1); ``sep_bottleneck`` two depthwise-separable
-    3x3 modules; ``cls_seg``.
+    ASPP on the backbone's stride-8 map (``in_channels``: ResNet layer4's 2048, MobileNetV2 layer7's 320):
+    ``image_pool`` (global average pool + 1x1 ConvModule, resized back bilinearly) first, then ``aspp_modules``
+    (1x1 ConvModule for dilation 1, depthwise-separable 3x3 for the others), concatenated in that order,
+    ``bottleneck`` 3x3 ConvModule; resized to the stride-4 map's size and concatenated *after* ``c1_bottleneck``
+    (1x1 ConvModule on the stride-4 map, ``c1_in_channels``: ResNet layer1's 256, MobileNetV2 layer2's 24);
+    ``sep_bottleneck`` two depthwise-separable 3x3 modules; ``cls_seg``.
     """
 
     def __init__(
@@ -162,7 +170,7 @@ class DepthwiseSeparableASPPHead(_ClassifierMixin):
         self._init_classifier(channels, num_classes, dropout_ratio)
 
     def forward(self, c1: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Args: c1: layer1 (B, c1_in_channels, H/4, W/4) float; x: layer4 (B, in_channels, H/8, W/8) float.
+        """Args: c1: stride-4 map (B, c1_in_channels, H/4, W/4) float; x: stride-8 map (B, in_channels, H/8, W/8).
 
         Returns: features (B, channels, H/4, W/4), logits (B, K, H/4, W/4).
         """

@@ -55,7 +55,7 @@ def build_segmentor(
         name: a name from :func:`segmentor_names` (``segformer-b0``..``b5``, ``segformer-tiny``,
             ``deeplabv3plus-mobilenetv2`` / ``-r50`` / ``-r101`` / ``-tiny``).
             The mmseg 0.30 bases: ``segformer-b0-mmseg`` / ``-b2-mmseg`` / ``-b5-mmseg``,
-            ``deeplabv3plus-r50-d8`` / ``-r101-d8``.
+            ``deeplabv3plus-m-v2-d8`` / ``-r50-d8`` / ``-r101-d8``.
         num_classes: K; checked against the loaded weights' head.
         weights: None (random init), a ``.safetensors`` / ``.pt`` state dict saved by :func:`save_segmentor`,
             or for SegFormer a local ``save_pretrained`` folder or a Hugging Face hub id. For the mmseg bases
