@@ -2,6 +2,7 @@
 #
 #   make reproduce                       the study on the cpu profile (synthetic data, CPU) -> reports/
 #   make reproduce PROFILE=paper ADE20K_ROOT=... CITYSCAPES_ROOT=...   the paper-scale study on GPUs
+#   make reproduce PROFILE=paper DRY_RUN=1   the paper study for two iterations a stage (checks it runs)
 #   make -j4 reproduce                   notebooks render in parallel (the sweep runs first, alone)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -11,6 +12,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 PROFILE ?= cpu
+# `make reproduce PROFILE=paper DRY_RUN=1`: the paper study's code paths at its sizes, two iterations a stage, on
+# synthetic scenes of the real image sizes with random-weight bases (profile paper-dry), before GPU hours are spent
+ifeq ($(DRY_RUN)$(PROFILE),1paper)
+override PROFILE := paper-dry
+endif
 RESULTS ?= results
 ifeq ($(PROFILE),cpu)
 REPORTS ?= reports
@@ -99,7 +105,7 @@ clean:
 
 # ---- parity with mmsegmentation 0.30 ---------------------------------------------------------------------------
 # A throwaway venv with mmseg 0.30's own code (mmcv 1.7.2 without compiled ops, torch 2.13 CPU) writes seeded
-# reference checkpoints and outputs of SegFormer-B0 and DeepLabV3+ R50-D8; the project's venv then loads them
+# reference checkpoints and outputs of SegFormer-B0, DeepLabV3+ R50-D8 and MobileNetV2-D8; the project's venv then loads them
 # through diffseg's converter and must match. DIFFSEG_REQUIRE_PARITY turns the test's skip into a failure.
 PARITY_VENV := build/parity-venv
 PARITY_PY := $(PARITY_VENV)/bin/python

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float | str]]:
             f"{peak / 1e12:.0f} TFLOP/s dense bf16" if peak else "unknown peak (set $DIFFSEG_PEAK_TFLOPS)"
         )
         print(f"model FLOPs of one training step (FlopCounterMode): {step_flops / 1e9:.2f} GFLOP; {peak_txt}")
-    mem_label = "peak CUDA alloc GiB" if device.type == "cuda" else "process peak RSS GiB (cumulative)"
+    mem_label = "peak CUDA alloc GiB" if device.type == "cuda" else "process peak RSS GiB"
     # Rows are printed as they are measured, so a run cut short by a timeout still reports what it finished.
     print(f"\n| variant | step ms | images/s | vs fp32 eager | {mem_label} | MFU |")
     print("|---|---|---|---|---|---|", flush=True)

@@ -8,9 +8,7 @@ Performance *claims* live in the scripts' printed tables (design.md), never in t
 from __future__ import annotations
 
 import os
-import resource
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +17,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from diffseg.config import replace
+from diffseg.memory import peak_memory, reset_peak_memory  # noqa: F401 (the benchmarks' import)
 from diffseg.models import MaskPriorRefiner, build_refiner
 from diffseg.profiles import profile_config
 from diffseg.segmentors import build_segmentor
@@ -85,21 +84,6 @@ def time_fn(
         synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def reset_peak_memory(device: torch.device | str) -> None:
-    """Start a new peak-memory window on CUDA. The CPU figure is the process's peak RSS and cannot be reset."""
-    if as_device(device).type == "cuda":
-        torch.cuda.reset_peak_memory_stats(as_device(device))
-
-
-def peak_memory(device: torch.device | str) -> int:
-    """Peak memory in bytes: CUDA tensors allocated since :func:`reset_peak_memory`; on CPU the process's peak
-    resident set size since it started (all allocations, not only tensors; never decreases)."""
-    if as_device(device).type == "cuda":
-        return int(torch.cuda.max_memory_allocated(as_device(device)))
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024)  # Linux reports KiB, macOS bytes
 
 
 def flops_of(fn: Callable[[], Any]) -> int:

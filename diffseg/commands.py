@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from diffseg.profiles import PROFILES
+
 HELP_FMT = argparse.ArgumentDefaultsHelpFormatter
 
 
@@ -26,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--profile",
         default=None,
-        choices=("smoke", "cpu", "paper"),
+        choices=PROFILES,
         help="start from a profile's config instead of --config",
     )
     p.add_argument(
@@ -130,7 +132,7 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:
         formatter_class=HELP_FMT,
         description="Trains and evaluates what results/<profile>/ lacks; resumable and incremental.",
     )
-    p.add_argument("--profile", default="cpu", choices=("smoke", "cpu", "paper"), help="study size")
+    p.add_argument("--profile", default="cpu", choices=PROFILES, help="study size")
     p.add_argument("--results", default="results", help="results store root")
     p.add_argument("--experiments", nargs="*", default=None, help="experiment names (default: all)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -148,7 +150,7 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:
         help="write reports/index.html (findings at a glance), or render one executed notebook to HTML",
         formatter_class=HELP_FMT,
     )
-    p.add_argument("--profile", default="cpu", choices=("smoke", "cpu", "paper"), help="study size")
+    p.add_argument("--profile", default="cpu", choices=PROFILES, help="study size")
     p.add_argument("--results", default="results", help="results store root")
     p.add_argument("--reports", default="reports", help="folder of the rendered HTML reports")
     p.add_argument(

@@ -4,6 +4,9 @@
 - ``cpu``: the whole study on the synthetic datasets (written in the real ADE20K / Cityscapes layouts), small
   SegFormer and DeepLabV3+ presets trained from scratch, on a 2-core CPU.
 - ``paper``: ADE20K and Cityscapes with the six pretrained base segmentors and the release's settings, on GPUs.
+- ``paper-dry``: the ``paper`` study's code paths at its sizes, two iterations a stage, on synthetic scenes written
+  at the real image sizes, with the real base architectures kept at random weights: run it (``make reproduce
+  PROFILE=paper DRY_RUN=1``) before spending GPU hours. Its numbers are noise.
 """
 
 from __future__ import annotations
@@ -20,48 +23,53 @@ from diffseg.config import (
     SegmentorConfig,
     TrainConfig,
     UNetConfig,
+    replace,
 )
 
-PROFILES = ("smoke", "cpu", "paper")
+PROFILES = ("smoke", "cpu", "paper", "paper-dry")
+PAPER_PROFILES = (
+    "paper",
+    "paper-dry",
+)  # the paper's arms, models and settings (the dry run at two iterations)
 DATASETS = ("ade20k", "cityscapes")
 
 # Base segmentors of each profile (the paper's six; CPU presets of both families otherwise).
 SEGMENTORS = {
     "smoke": ("segformer-tiny",),
     "cpu": ("segformer-tiny", "deeplabv3plus-tiny"),
+    # the release's frozen bases as mmseg 0.30 built them, loaded from its model-zoo files (segmentors.zoo)
     "paper": (
-        "deeplabv3plus-mobilenetv2",
-        "segformer-b0",
-        "deeplabv3plus-r50",
-        "segformer-b2",
-        "deeplabv3plus-r101",
-        "segformer-b5",
+        "deeplabv3plus-m-v2-d8",
+        "segformer-b0-mmseg",
+        "deeplabv3plus-r50-d8",
+        "segformer-b2-mmseg",
+        "deeplabv3plus-r101-d8",
+        "segformer-b5-mmseg",
     ),
 }
+SEGMENTORS["paper-dry"] = SEGMENTORS["paper"]
 
-# Published SegFormer checkpoints (transformers hub ids); DeepLabV3+ weights are user-supplied state-dict files
-# (mmseg's checkpoints converted; see README). Only loaded when the user runs the paper profile.
-PAPER_WEIGHTS = {
-    ("ade20k", "segformer-b0"): "nvidia/segformer-b0-finetuned-ade-512-512",
-    ("ade20k", "segformer-b2"): "nvidia/segformer-b2-finetuned-ade-512-512",
-    ("ade20k", "segformer-b5"): "nvidia/segformer-b5-finetuned-ade-640-640",
-    ("cityscapes", "segformer-b0"): "nvidia/segformer-b0-finetuned-cityscapes-1024-1024",
-    ("cityscapes", "segformer-b2"): "nvidia/segformer-b2-finetuned-cityscapes-1024-1024",
-    ("cityscapes", "segformer-b5"): "nvidia/segformer-b5-finetuned-cityscapes-1024-1024",
-}
 # The UNet width the release pairs with each base segmentor (paper.md, "Parameter counts").
 PAPER_WIDTH = {
-    "deeplabv3plus-mobilenetv2": 128,
-    "segformer-b0": 128,
-    "deeplabv3plus-r50": 128,
-    "segformer-b2": 256,
-    "deeplabv3plus-r101": 256,
-    "segformer-b5": 256,
+    "deeplabv3plus-m-v2-d8": 128,
+    "segformer-b0-mmseg": 128,
+    "deeplabv3plus-r50-d8": 128,
+    "segformer-b2-mmseg": 256,
+    "deeplabv3plus-r101-d8": 256,
+    "segformer-b5-mmseg": 256,
 }
 
 _PAPER_NOTE = (
-    "**Profile `paper`**: ADE20K and Cityscapes, the six pretrained base segmentors, the release's settings "
-    "(T = 100, UNet width 128 / 256, 80k + 160k iterations, batch 4 per GPU x 8 GPUs)."
+    "**Profile `paper`**: ADE20K and Cityscapes, the release's six frozen bases (mmseg 0.30 model-zoo "
+    "checkpoints), the release's settings (T = 100, UNet width 128 / 256, 80k + 160k iterations, batch 4 per GPU "
+    "x 8 GPUs)."
+)
+_DRY_NOTE = (
+    "**Profile `paper-dry`**: the paper study's code paths at the paper's sizes (512x512 / 512x1024 crops, T = 100, "
+    "UNet width 128 / 256, the six base architectures at random weights) for two iterations a stage, on synthetic "
+    "scenes written at ADE20K ({ade}) and Cityscapes ({cs}) image sizes; ablations and the Cityscapes rows use "
+    "the smallest base. A check that the paper study runs end to end before GPU hours are spent: its numbers "
+    "are noise."
 )
 
 
@@ -70,6 +78,11 @@ def notes(profile: str) -> str:
     _check(profile=profile)
     if profile == "paper":
         return _PAPER_NOTE
+    if profile == "paper-dry":
+        a, c = data_config("ade20k", profile), data_config("cityscapes", profile)
+        return _DRY_NOTE.format(
+            ade=f"{a.synth_size[0]}x{a.synth_size[1]}", cs=f"{c.synth_size[0]}x{c.synth_size[1]}"
+        )
     a, c = profile_config(profile, "ade20k"), profile_config(profile, "cityscapes")
     purpose = (
         "a plumbing check; its numbers are noise"
@@ -98,8 +111,13 @@ def scale(profile: str) -> str:
     _check(profile=profile)
     if profile == "paper":
         return (
-            "Profile paper: ADE20K and Cityscapes (the real datasets), the six pretrained base segmentors and the "
-            "release's settings."
+            "Profile paper: ADE20K and Cityscapes (the real datasets), the release's six frozen bases and its "
+            "settings."
+        )
+    if profile == "paper-dry":
+        return (
+            "Profile paper-dry: a dry run of the paper study (two iterations a stage, random-weight bases, "
+            "synthetic scenes at the real image sizes). Its numbers are noise: it checks that the code runs."
         )
     a, c = profile_config(profile, "ade20k"), profile_config(profile, "cityscapes")
     return (
@@ -115,6 +133,18 @@ def data_config(dataset: str, profile: str, root: str | None = None) -> DataConf
     """The data section of a profile. ``root`` defaults to $ADE20K_ROOT / $CITYSCAPES_ROOT for ``paper`` and to
     ``$DIFFSEG_DATA/<profile>/<dataset>`` (``data/...``) for the synthetic profiles."""
     _check(dataset=dataset, profile=profile)
+    if profile == "paper-dry":
+        # the paper's pipeline on scenes of the real sizes: ADE20K's typical 512x683 photos, Cityscapes' 1024x2048
+        return replace(
+            data_config(dataset, "paper"),
+            root=root or f"{os.environ.get('DIFFSEG_DATA', 'data')}/{profile}/{dataset}",
+            num_workers=0,
+            synthetic=True,
+            synth_n_train=4,
+            synth_n_val=2,
+            synth_size=(512, 683) if dataset == "ade20k" else (1024, 2048),
+            synth_seed=0 if dataset == "ade20k" else 1,
+        )
     if profile == "paper":
         env = "ADE20K_ROOT" if dataset == "ade20k" else "CITYSCAPES_ROOT"
         root = root or os.environ.get(env) or f"data/{dataset}"
@@ -168,13 +198,15 @@ def profile_config(
     """The default run (the release's method: uniform kernel, DFP, free re-noising, two stages, EMA) of a profile."""
     _check(dataset=dataset, profile=profile)
     segmentor = segmentor or SEGMENTORS[profile][0]
+    if profile == "paper-dry":
+        return dry_run(profile_config("paper", dataset, segmentor, seed), data_config(dataset, profile))
     data = data_config(dataset, profile)
     if profile == "paper":
         return ExperimentConfig(
             name=f"{dataset}-{segmentor}",
             seed=seed,
             data=data,
-            segmentor=SegmentorConfig(name=segmentor, weights=PAPER_WEIGHTS.get((dataset, segmentor))),
+            segmentor=SegmentorConfig(name=segmentor, weights=_paper_weights(dataset, segmentor)),
             diffusion=DiffusionConfig(),
             # the release's UNet: weight-standardised convs, values / (h*w), conv -> 256 -> Dropout2d(0.1) -> K
             unet=UNetConfig(
@@ -188,7 +220,7 @@ def profile_config(
             optim=OptimConfig(decay_every=(10_000, 20_000), min_lr=1e-6),
             train=TrainConfig(eval_every=16_000),  # 15 learning-curve points over 80k + 160k iterations
             # the release's grid ends at the cleanest level: T = 100, 10 -> [100, 90, ..., 10, 1]
-            eval=EvalConfig(num_evals=10, mode="whole", grid="release"),
+            eval=_paper_eval(dataset, segmentor),
         )
     small = profile == "smoke"
     return ExperimentConfig(
@@ -235,6 +267,46 @@ def profile_config(
             batch_size=8,
             scales=(0.75, 1.0, 1.25),
         ),
+    )
+
+
+def _paper_weights(dataset: str, segmentor: str) -> str | None:
+    """The zoo file of a release base (``$DIFFSEG_CHECKPOINTS/<file>``); None for a base the zoo table lacks (a
+    name the user passes in), which the sweep then refuses before any work unless its weights are set."""
+    from diffseg.segmentors.zoo import ZOO, zoo_weights
+
+    return zoo_weights(dataset, segmentor) if (dataset, segmentor) in ZOO else None
+
+
+def _paper_eval(dataset: str, segmentor: str) -> EvalConfig:
+    """Each base is tested as its zoo figure was: whole images, except mmseg's Cityscapes SegFormers, which slide
+    1024x1024 windows with stride 768 over the 1024x2048 image."""
+    if dataset == "cityscapes" and segmentor.startswith("segformer"):
+        return EvalConfig(
+            num_evals=10, mode="slide", slide_crop=(1024, 1024), slide_stride=(768, 768), grid="release"
+        )
+    return EvalConfig(num_evals=10, mode="whole", grid="release")
+
+
+def dry_run(cfg: ExperimentConfig, data: DataConfig) -> ExperimentConfig:
+    """``cfg`` (a ``paper`` run) cut to a dry run: the same code paths and sizes, two iterations a stage, a
+    random-weight base, learning-curve points and checkpoints at every second iteration, and a short test (two
+    network evaluations on the release's grid, multi-scale at the smallest and largest of the paper's scales),
+    batch 2 per process."""
+    return replace(
+        cfg,
+        data=replace(data, batch_size=2),  # half the release's 4 per GPU: a CPU dry run takes ~20 s a step
+        segmentor=replace(cfg.segmentor, weights=None, random_init=True),
+        optim=replace(cfg.optim, warmup_iters=1),
+        train=replace(
+            cfg.train,
+            stage1_iterations=2,
+            stage2_iterations=2,
+            eval_every=2,
+            checkpoint_every=2,
+            log_every=1,
+        ),
+        eval=replace(cfg.eval, num_evals=2, scales=(0.5, 1.75)),
     )
 
 

@@ -7,7 +7,7 @@ are quiet by default (`wanted` is False where stderr is not a terminal, as in a 
 
 A line reads::
 
-    [cpu] refiners 3/24 ade20k/segformer-tiny seed 1: 41.2 s, 9.7 it/s | phase 2.1 min, ~4.9 min left
+    [cpu] refiners 3/24 ade20k/segformer-tiny seed 1: 41.2 s, 9.7 it/s, peak 0.9 GiB | phase 2.1 min, ~4.9 min left
 """
 
 from __future__ import annotations
@@ -44,10 +44,15 @@ class JobLog:
         self.stream, self.enabled = stream, enabled
         self.start = time.perf_counter()
 
-    def finished(self, label: str, seconds: float, iterations: int | None = None) -> str:
-        """Record one finished job (``seconds`` of its own; ``iterations`` trained, if any) and print its line."""
+    def finished(
+        self, label: str, seconds: float, iterations: int | None = None, peak_bytes: int | None = None
+    ) -> str:
+        """Record one finished job (``seconds`` of its own; ``iterations`` trained and its peak memory, if
+        known) and print its line."""
         self.done += 1
         rate = f", {iterations / seconds:.1f} it/s" if iterations and seconds > 0 else ""
+        if peak_bytes:
+            rate += f", peak {peak_bytes / 2**30:.1f} GiB"
         elapsed = time.perf_counter() - self.start
         left = elapsed / self.done * (self.total - self.done)
         eta = f", ~{_minutes(left)} left" if self.done < self.total else ""

@@ -111,6 +111,9 @@ class SegmentorConfig:
     lr: float = 6e-4
     weight_decay: float = 0.01
     seed: int = 0  # the base training's seed, independent of the run's (refiner) seed
+    # True: keep a frozen base at its random initialisation on purpose (the paper profile's dry run); otherwise
+    # no weights and no base training is an error, since it would silently refine noise features
+    random_init: bool = False
 
     def __post_init__(self) -> None:
         _check_at_least("segmentor.train_iterations", self.train_iterations, 0)

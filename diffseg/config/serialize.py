@@ -175,6 +175,7 @@ _IDENTITY_ONLY_IF_SET = {
     ("eval", "select"): "final",
     ("optim", "policy"): "step",
     ("refiner", "release_time"): False,
+    ("segmentor", "random_init"): False,
 }
 
 

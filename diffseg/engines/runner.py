@@ -69,14 +69,28 @@ def build_models(cfg: ExperimentConfig, device: torch.device, base_weights: str 
 
 
 def check_base_weights(cfg: ExperimentConfig, base_weights: str | None = None) -> None:
-    """Refuse a config whose frozen base would keep its random initialisation (no weights, no base training):
-    it would train and report a refiner of noise features without any error."""
-    if base_weights is None and cfg.segmentor.weights is None and cfg.segmentor.train_iterations == 0:
+    """Refuse a config whose frozen base would keep its random initialisation (no weights, no base training, and
+    ``segmentor.random_init`` not set): it would train and report a refiner of noise features without any error.
+    A weights file that does not exist is refused here too, before any work, with the zoo folder it comes from."""
+    from diffseg.segmentors.weights import is_state_file
+    from diffseg.segmentors.zoo import CHECKPOINTS_ENV, missing_checkpoints
+
+    weights = cfg.segmentor.weights
+    if base_weights is None and weights is None and cfg.segmentor.train_iterations == 0:
+        if cfg.segmentor.random_init:
+            return
         raise ConfigError(
             f"segmentor.weights is unset and segmentor.train_iterations is 0: the frozen base "
             f"'{cfg.segmentor.name}' would keep its random initialisation; set segmentor.weights (a hub id, a "
             f"folder or a state-dict file) or segmentor.train_iterations > 0"
         )
+    if base_weights is None and weights is not None and is_state_file(weights):
+        missing = missing_checkpoints([weights])
+        if missing:
+            raise ConfigError(
+                f"segmentor.weights: base checkpoint {missing[0]} does not exist; download it there, or set "
+                f"${CHECKPOINTS_ENV} to the folder that holds the mmseg zoo files"
+            )
 
 
 def training(

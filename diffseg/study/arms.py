@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from diffseg.config import ExperimentConfig, apply_overrides, replace
-from diffseg.profiles import SEGMENTORS, profile_config
+from diffseg.profiles import PAPER_PROFILES, SEGMENTORS, profile_config
 
 
 @dataclass(frozen=True)
@@ -64,10 +64,21 @@ def _segs(profile: str, segmentors: tuple[str, ...] | None) -> tuple[str, ...]:
     return tuple(segmentors) if segmentors else SEGMENTORS[profile]
 
 
+# The dry run's Cityscapes rows: the smallest SegFormer, which slides over the 1024x2048 image as mmseg tests it
+# (the six architectures all run on ADE20K; the whole cartesian product would only repeat code paths).
+DRY_CITYSCAPES_SEGMENTORS = ("segformer-b0-mmseg",)
+
+
+def _dataset_segs(profile: str, dataset: str, segmentors: tuple[str, ...] | None) -> tuple[str, ...]:
+    if profile == "paper-dry" and dataset == "cityscapes" and not segmentors:
+        return DRY_CITYSCAPES_SEGMENTORS
+    return _segs(profile, segmentors)
+
+
 def main_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
     arms = []
     for ds in datasets:
-        for seg in _segs(profile, segmentors):
+        for seg in _dataset_segs(profile, ds, segmentors):
             for seed in seeds:
                 cfg = _cfg(profile, ds, seg, seed)
                 arms.append(
@@ -134,7 +145,7 @@ def noise_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
     for ds in datasets:
         for seed in seeds:
             for obj in NOISE_OBJECTS:
-                for kernel in KERNELS if profile == "paper" else SYNTHETIC_KERNELS:
+                for kernel in KERNELS if profile in PAPER_PROFILES else SYNTHETIC_KERNELS:
                     cfg = _cfg(
                         profile, ds, seg, seed, **{"refiner.noise_object": obj, "diffusion.kernel": kernel}
                     )
@@ -145,9 +156,11 @@ def noise_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
 SAMPLER_NAMES = ("strict", "strict_release", "free_renoise", "single_step")
 
 
-def step_counts(num_steps: int) -> tuple[int, ...]:
-    """The step grid sizes of finding 3 (1, 2, 5, 10, 20, 100 as the release), capped at T."""
-    return tuple(n for n in (2, 5, 10, 20, 100) if n <= num_steps)
+def step_counts(num_steps: int, profile: str = "cpu") -> tuple[int, ...]:
+    """The step grid sizes of finding 3 (1, 2, 5, 10, 20, 100 as the release), capped at T; the dry run tries
+    two sizes (each size is the same code path, and a 100-step test of two images is most of a CPU dry run)."""
+    counts = tuple(n for n in (2, 5, 10, 20, 100) if n <= num_steps)
+    return counts[:2] if profile == "paper-dry" else counts
 
 
 def inference_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
@@ -159,7 +172,7 @@ def inference_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
             # sampler and num_evals reach the rows as provenance columns of each evaluation
             evals = [EvalSpec((("sampler", "single_step"), ("num_evals", 1)))]
             for sampler in ("strict", "strict_release", "free_renoise"):
-                for n in step_counts(cfg.diffusion.num_steps):
+                for n in step_counts(cfg.diffusion.num_steps, profile):
                     evals.append(EvalSpec((("sampler", sampler), ("num_evals", n))))
             arms.append(Arm({"arm": "DDPS"}, cfg, evals))
     return arms
@@ -202,9 +215,13 @@ def condition_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
 
 
 def artifact_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
-    seg = _segs(profile, segmentors)[0]
     return [
-        Arm({"arm": "DDPS"}, _cfg(profile, ds, seg, seeds[0]), [EvalSpec()], artifacts=True)
+        Arm(
+            {"arm": "DDPS"},
+            _cfg(profile, ds, _dataset_segs(profile, ds, segmentors)[0], seeds[0]),
+            [EvalSpec()],
+            artifacts=True,
+        )
         for ds in datasets
     ]
 
@@ -220,7 +237,7 @@ def performance_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
     seg = _segs(profile, segmentors)[0]
     for ds in datasets:
         for seed in seeds:
-            for width in PAPER_WIDTHS if profile == "paper" else WIDTHS:
+            for width in PAPER_WIDTHS if profile in PAPER_PROFILES else WIDTHS:
                 cfg = _cfg(profile, ds, seg, seed, **{"unet.width": width})
                 evals = [EvalSpec((("sampler", "single_step"), ("num_evals", 1)))]
                 evals += [

@@ -16,10 +16,11 @@ from diffseg.study.arms import (
     schedule_arms,
 )
 
-_ALL = {"smoke": ("ade20k", "cityscapes"), "cpu": ("ade20k", "cityscapes"), "paper": ("ade20k", "cityscapes")}
+_BOTH = ("ade20k", "cityscapes")
+_ALL = {"smoke": _BOTH, "cpu": _BOTH, "paper": _BOTH, "paper-dry": _BOTH}
 
 
-_ABL = {"smoke": ("ade20k",), "cpu": ("ade20k",), "paper": ("ade20k", "cityscapes")}
+_ABL = {"smoke": ("ade20k",), "cpu": ("ade20k",), "paper": _BOTH, "paper-dry": ("ade20k",)}
 
 
 EXPERIMENTS: dict[str, Experiment] = {
@@ -32,7 +33,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "Each base segmentor is frozen; the refiner (uniform kernel, DFP, free re-noising, two stages, EMA) is "
             "trained on top. Single-scale (all steps) and multi-scale + flip (final step).",
             main_arms,
-            {"smoke": 1, "cpu": 3, "paper": 1},
+            {"smoke": 1, "cpu": 3, "paper": 1, "paper-dry": 1},
             _ALL,
         ),
         Experiment(
@@ -43,7 +44,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "Textbook setups (noise on the ground truth, strict posterior sampling, one training stage; and "
             "Gaussian diffusion on analog bits with DDIM) against the base segmentor and DDPS.",
             naive_arms,
-            {"smoke": 1, "cpu": 3, "paper": 1},
+            {"smoke": 1, "cpu": 3, "paper": 1, "paper-dry": 1},
             _ABL,
         ),
         Experiment(
@@ -54,7 +55,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "mask-and-replace (paper profile only: the synthetic profiles leave it out for longer trainings), "
             "Gaussian}; free re-noising at inference for all.",
             noise_arms,
-            {"smoke": 1, "cpu": 3, "paper": 1},
+            {"smoke": 1, "cpu": 3, "paper": 1, "paper-dry": 1},
             _ABL,
         ),
         Experiment(
@@ -65,7 +66,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "One trained DDPS model per seed, evaluated with the strict posterior, free re-noising and a single "
             "step, over step grids of several sizes; every evaluation's intermediate steps are recorded.",
             inference_arms,
-            {"smoke": 1, "cpu": 3, "paper": 1},
+            {"smoke": 1, "cpu": 3, "paper": 1, "paper-dry": 1},
             _ABL,
         ),
         Experiment(
@@ -74,7 +75,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "",
             "Linear vs cosine cumulative keep-probability, T in {20, 50, 100}.",
             schedule_arms,
-            {"smoke": 1, "cpu": 1, "paper": 1},
+            {"smoke": 1, "cpu": 1, "paper": 1, "paper-dry": 1},
             _ABL,
         ),
         Experiment(
@@ -84,7 +85,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "Condition the denoiser on the segmentor's features, its logits or its argmax mask; one vs two training "
             "stages; EMA of the weights on / off. One factor varied at a time from the default.",
             condition_arms,
-            {"smoke": 1, "cpu": 1, "paper": 1},
+            {"smoke": 1, "cpu": 1, "paper": 1, "paper-dry": 1},
             _ABL,
         ),
         Experiment(
@@ -93,7 +94,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "",
             "Validation images with ground truth, base and refined masks, boundary errors, and x_t / x0_hat per step.",
             artifact_arms,
-            {"smoke": 1, "cpu": 1, "paper": 1},
+            {"smoke": 1, "cpu": 1, "paper": 1, "paper-dry": 1},
             _ALL,
         ),
         Experiment(
@@ -103,7 +104,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "mIoU gain over the base against the refiner's cost (per-image latency relative to the base segmentor "
             "alone, and parameters), per number of network evaluations and per UNet width.",
             performance_arms,
-            {"smoke": 1, "cpu": 1, "paper": 1},
+            {"smoke": 1, "cpu": 1, "paper": 1, "paper-dry": 1},
             _ABL,
         ),
         Experiment(
@@ -113,7 +114,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "Ground truth noised to several levels and denoised in one step; samples from pure noise with the "
             "condition zeroed.",
             artifact_arms,
-            {"smoke": 1, "cpu": 1, "paper": 1},
+            {"smoke": 1, "cpu": 1, "paper": 1, "paper-dry": 1},
             _ALL,
         ),
     )

@@ -20,6 +20,7 @@ from diffseg.study.arms import Arm
 from diffseg.study.catalogue import EXPERIMENTS
 from diffseg.study.execution import ensure_trained, missing_rows, run_or_load, train_base, train_stage1
 from diffseg.study.identity import base_run_id, base_weights_path, stage1_config, train_id
+from diffseg.study.jobs import JOBS_FILE, JobTable
 from diffseg.study.store import open_store, runs_folder
 
 # glibc hands freed memory back to the OS once the heap's free top exceeds M_TRIM_THRESHOLD (128 KiB at start) and
@@ -82,11 +83,17 @@ def _job_label(cfg: ExperimentConfig, labels: Mapping[str, Any] | None = None) -
     return f"{cfg.data.dataset}/{cfg.segmentor.name} seed {cfg.seed}" + (f" {name}" if name else "")
 
 
-def _call(job: tuple[str, Any, str]) -> tuple[str, float, int | None]:
-    """Run one sweep job; returns (label, seconds, iterations trained or None) for its progress line."""
+def _call(job: tuple[str, Any, str]) -> tuple[str, float, int | None, int, str]:
+    """Run one sweep job; returns (label, seconds, iterations trained or None, peak memory in bytes, device) for
+    its progress line and the sweep's job table."""
+    from diffseg.engines.common import resolve_device
+    from diffseg.memory import peak_memory, reset_peak_memory
+
     kind, args, name = job
-    t0 = time.perf_counter()
     cfg = args[0].cfg if kind == "eval" else args[0]
+    device = resolve_device(cfg.device)
+    reset_peak_memory(device)
+    t0 = time.perf_counter()
     its: int | None = None
     if kind == "base":
         train_base(*args)
@@ -106,7 +113,7 @@ def _call(job: tuple[str, Any, str]) -> tuple[str, float, int | None]:
     else:
         run_or_load(*args)
         label = f"{args[1]}: {_job_label(cfg, args[0].labels)}"
-    return label, time.perf_counter() - t0, its
+    return label, time.perf_counter() - t0, its, peak_memory(device), str(device)
 
 
 def sweep(
@@ -135,6 +142,7 @@ def sweep(
     runs = runs_folder(results_dir, profile)
     todo = [(n, a) for n, a in arms if missing_rows(a, n, store)]
     cfgs = {train_id(a.cfg): a.cfg for _, a in todo if not (runs / train_id(a.cfg) / "metrics.json").exists()}
+    check_base_checkpoints(list(cfgs.values()))
     for c in cfgs.values():  # every training's base is known before the first job starts
         check_base_weights(c)
     bases = {
@@ -168,19 +176,57 @@ def sweep(
     ]
     ctx = mp.get_context("spawn")
     pool = _spawn_pool(ctx, workers) if workers > 1 else None
+    table = JobTable(store.root / JOBS_FILE)
     try:
         for title, jobs in phases:
             if not jobs:
                 continue
             it = pool.imap_unordered(_call, jobs) if pool else map(_call, jobs)
             log = JobLog(f"[{profile}] {title}", len(jobs), enabled=progress)
-            for label, seconds, iterations in it:
-                log.finished(label, seconds, iterations)
+            for label, seconds, iterations, peak, dev in it:
+                log.finished(label, seconds, iterations, peak)
+                table.add(title, label, seconds, iterations, peak, dev)
     finally:
         if pool is not None:
             pool.close()
             pool.join()
     return store.consolidate()
+
+
+def one_of_each_kind(arms: list[Arm]) -> list[Arm]:
+    """The arms, in order, that first show each value of each factor: dataset, base, T and every label (the
+    ``arm`` label only where it is the sole one). The dry run's selection: every kind of arm and every base
+    runs at least once, not their cartesian product (finding 2's 12-arm grid becomes 6 arms)."""
+    seen: set[tuple[str, Any]] = set()
+    kept = []
+    for arm in arms:
+        labels = {k: v for k, v in arm.labels.items() if k != "arm"} or arm.labels
+        kinds = {
+            ("dataset", arm.cfg.data.dataset),
+            ("segmentor", arm.cfg.segmentor.name),
+            ("T", arm.cfg.diffusion.num_steps),
+            *labels.items(),
+        }
+        if kinds - seen:
+            kept.append(arm)
+            seen |= kinds
+    return kept
+
+
+def check_base_checkpoints(cfgs: list[ExperimentConfig]) -> None:
+    """Every base checkpoint file the planned trainings need must exist: one error line lists all that are
+    missing (a paper study needs up to twelve zoo files), before the first job starts."""
+    from diffseg.config import ConfigError
+    from diffseg.segmentors.weights import is_state_file
+    from diffseg.segmentors.zoo import CHECKPOINTS_ENV, missing_checkpoints
+
+    files = [c.segmentor.weights for c in cfgs if c.segmentor.weights and is_state_file(c.segmentor.weights)]
+    missing = missing_checkpoints(files)
+    if missing:
+        raise ConfigError(
+            f"{len(missing)} base checkpoint file(s) missing: {'; '.join(missing)}; download them there or set "
+            f"${CHECKPOINTS_ENV} to the folder that holds them (README: 'Real datasets and GPUs')"
+        )
 
 
 def arms_of(
@@ -206,6 +252,8 @@ def arms_of(
     else:
         seed_list = tuple(seeds)
     arms = exp.arms(profile, ds, tuple(segmentors) if segmentors else None, seed_list)
+    if profile == "paper-dry":
+        arms = one_of_each_kind(arms)
     if device != "auto":
         for a in arms:
             a.cfg = replace(a.cfg, device=device)
