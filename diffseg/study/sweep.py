@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections.abc import Mapping
@@ -92,6 +93,10 @@ def _call(job: tuple[str, Any, str]) -> tuple[str, float, int | None, int, str]:
     kind, args, name = job
     cfg = args[0].cfg if kind == "eval" else args[0]
     device = resolve_device(cfg.device)
+    # the previous job's models can still sit in reference cycles: collect them, so this job's peak is its own
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     reset_peak_memory(device)
     t0 = time.perf_counter()
     its: int | None = None
