@@ -50,7 +50,10 @@ class JobLog:
         """Record one finished job (``seconds`` of its own; ``iterations`` trained and its peak memory, if
         known) and print its line."""
         self.done += 1
-        rate = f", {iterations / seconds:.1f} it/s" if iterations and seconds > 0 else ""
+        rate = ""
+        if iterations and seconds > 0:  # it/s for fast work, s/it where an iteration takes a second or more
+            per_s = iterations / seconds
+            rate = f", {per_s:.1f} it/s" if per_s >= 1 else f", {seconds / iterations:.1f} s/it"
         if peak_bytes:
             rate += f", peak {peak_bytes / 2**30:.1f} GiB"
         elapsed = time.perf_counter() - self.start

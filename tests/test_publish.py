@@ -154,5 +154,42 @@ def test_progress_lines_and_when_they_are_printed():
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("[cpu] refiners 1/2 ade20k/segformer-tiny seed 0: 10.0 s, 20.0 it/s")
     assert "left" in lines[0] and lines[1].startswith("[cpu] refiners 2/2") and "left" not in lines[1]
+    # slow iterations read as seconds per iteration (not "0.0 it/s"), and a job's peak memory is shown
+    slow = JobLog("[paper-dry] stage 1", 1, stream=out).finished(
+        "ade20k/segformer-b5-mmseg", 83.0, 2, 3 * 2**30
+    )
+    assert slow.startswith(
+        "[paper-dry] stage 1 1/1 ade20k/segformer-b5-mmseg: 83.0 s, 41.5 s/it, peak 3.0 GiB |"
+    )
     assert wanted(True) and not wanted(False)
     assert not wanted(None)  # pytest captures stderr: not a terminal
+
+
+def test_the_job_table_keeps_every_finished_job_across_sweeps(tmp_path):
+    from diffseg.study.jobs import COLUMNS, JobTable
+
+    path = tmp_path / "cpu" / "jobs.csv"
+    JobTable(path).add("refiners", "ade20k/segformer-tiny seed 0", 12.345, 500, 3 * 2**29, "cpu")
+    table = JobTable(path)  # a resumed sweep appends to what the first one wrote
+    table.add("evaluations", "main_results: x", 1.0, None, 2**30, "cpu")
+    df = pd.read_csv(path)
+    assert tuple(df.columns) == COLUMNS and len(df) == 2
+    assert df["seconds"].tolist() == [12.35, 1.0] and df["peak_memory_gib"].tolist() == [1.5, 1.0]
+    assert pd.isna(df["iterations"][1]) and not list(path.parent.glob(".jobs.csv*"))  # no temporary left
+
+
+def test_a_peak_memory_window_measures_what_happens_inside_it():
+    import torch
+
+    from diffseg.memory import peak_memory, reset_peak_memory
+
+    big = torch.ones(512 * 2**20 // 4)  # 512 MiB, touched, then handed back to the OS
+    peak_with_big = peak_memory("cpu")
+    del big
+    reset_peak_memory("cpu")
+    before = peak_memory("cpu")
+    assert before < peak_with_big - 300 * 2**20  # the window forgot the earlier peak
+    held = torch.ones(256 * 2**20 // 4)  # 256 MiB more resident than at the reset
+    after = peak_memory("cpu")
+    assert after - before >= 200 * 2**20
+    del held
