@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/sweep_breakdown.py [--profile cpu] [--results results] [--steps 30] [--malloc] [--unet]
 
-Part 1 reads what a finished sweep left behind, so it costs nothing to run: the run folders' ``log.csv`` (a
+Part 1 reads what a finished sweep left behind, so it costs nothing to run: the sweep's job table
+(``results/<profile>/jobs.csv``: seconds and peak memory of every job), the run folders' ``log.csv`` (a
 timestamp every ``train.log_every`` iterations: the seconds a training took and its iterations) and the results
 rows (``eval_time_s`` per evaluation). Part 2 times the parts of one refiner training step of the profile
 (data, frozen segmentor, the no-grad first prediction of noise-on-first-prediction arms, denoiser forward,
@@ -49,9 +50,33 @@ def _training_time(log: Path) -> tuple[float, int]:
     return per_it * trained, trained
 
 
+def jobs_breakdown(results: Path, profile: str) -> None:
+    """Per phase and per experiment: the sweep's own job table (``results/<profile>/jobs.csv``: seconds and peak
+    memory of every job, written as each finished)."""
+    import pandas as pd
+
+    path = results / profile / "jobs.csv"
+    if not path.is_file():
+        print(f"no {path} (sweeps before the job table existed): per-job table skipped\n")
+        return
+    jobs = pd.read_csv(path)
+    # a refiner or evaluation job's label starts with the experiment that first needed it ("noise_object...: ")
+    jobs["experiment"] = jobs["job"].str.extract(r"(?:^| )([A-Za-z_][A-Za-z0-9_]*): ")[0].fillna("")
+    print(f"## Part 1a: the {profile} sweep's job table ({path})\n")
+    print("| phase | experiment | jobs | s in all (worker) | s / job (median) | peak memory GiB (max) |")
+    print("|---|---|---|---|---|---|")
+    for (phase, exp), g in jobs.groupby(["phase", "experiment"], sort=False):
+        print(
+            f"| {phase} | {exp or '-'} | {len(g)} | {g['seconds'].sum():.0f} | {g['seconds'].median():.1f} | "
+            f"{g['peak_memory_gib'].max():.2f} |"
+        )
+    print(f"\n{len(jobs)} jobs, {jobs['seconds'].sum():.0f} s of worker time.\n")
+
+
 def study_breakdown(results: Path, profile: str) -> None:
     import pandas as pd
 
+    jobs_breakdown(results, profile)
     runs = results.resolve().parent / "runs" / profile
     if not runs.is_dir():
         print(f"no run folders under {runs}: run the sweep first (part 1 skipped)")
@@ -327,7 +352,7 @@ def unet_variants(profile: str, steps: int, rounds: int) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--profile", default="cpu", choices=("smoke", "cpu"))
+    p.add_argument("--profile", default="cpu", choices=("smoke", "cpu", "paper-dry"))
     p.add_argument("--results", default="results", help="results store root of a finished sweep")
     p.add_argument("--steps", type=int, default=30, help="timed refiner steps in part 2 (after 3 warm-up)")
     p.add_argument("--noise-object", default="first", choices=("gt", "base", "first"))

@@ -140,3 +140,10 @@ def test_the_paper_dry_run_trains_and_evaluates_every_arm(tmp_path, monkeypatch)
         "refiners",
         "evaluations",
     }
+
+
+def test_the_published_numbers_sit_beside_the_paper_profiles_bases() -> None:
+    from diffseg.study.published import PUBLISHED
+
+    assert set(PUBLISHED["segmentor"]) == set(SEGMENTORS["paper"])
+    assert set(PUBLISHED["dataset"]) == {"ade20k", "cityscapes"}
