@@ -27,10 +27,8 @@ from diffseg.config import (
 )
 
 PROFILES = ("smoke", "cpu", "paper", "paper-dry")
-PAPER_PROFILES = (
-    "paper",
-    "paper-dry",
-)  # the paper's arms, models and settings (the dry run at two iterations)
+# the profiles with the paper's arms, models and settings (the dry run at two iterations a stage)
+PAPER_PROFILES = ("paper", "paper-dry")
 DATASETS = ("ade20k", "cityscapes")
 
 # Base segmentors of each profile (the paper's six; CPU presets of both families otherwise).
@@ -67,8 +65,8 @@ _PAPER_NOTE = (
 _DRY_NOTE = (
     "**Profile `paper-dry`**: the paper study's code paths at the paper's sizes (512x512 / 512x1024 crops, T = 100, "
     "UNet width 128 / 256, the six base architectures at random weights) for two iterations a stage, on synthetic "
-    "scenes written at ADE20K ({ade}) and Cityscapes ({cs}) image sizes; ablations and the Cityscapes rows use "
-    "the smallest base. A check that the paper study runs end to end before GPU hours are spent: its numbers "
+    "scenes written at ADE20K ({ade}) and Cityscapes ({cs}) image sizes; one arm of each kind, the ablations on "
+    "the first base (DeepLabV3+ MobileNetV2-D8), Cityscapes on SegFormer-B0 (sliding windows). A check that the paper study runs end to end before GPU hours are spent: its numbers "
     "are noise."
 )
 
