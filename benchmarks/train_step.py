@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from diffseg.benchmarking import (  # noqa: E402
     peak_bf16_flops,
     peak_memory,
     reset_peak_memory,
+    synchronize,
     time_fn,
 )
 from diffseg.models import MaskPriorRefiner  # noqa: E402
@@ -93,6 +95,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, float | str]]:
         "--warmup", type=int, default=3, help="untimed steps per variant (compilation happens here)"
     )
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=None)
+    p.add_argument(
+        "--profile",
+        default="paper",
+        choices=("paper", "cpu"),
+        help="whose refiner config: the release's UNet (paper) or the embedded study's (cpu)",
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch threads (a cpu sweep worker uses 1)")
     p.add_argument("--mfu", action="store_true", help="count FLOPs of a step and report MFU")
     p.add_argument(
         "--max-bf16-error",
@@ -101,6 +110,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, float | str]]:
         help="exit non-zero if the bf16 logits' error exceeds it",
     )
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = as_device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda requested but torch.cuda.is_available() is False")
@@ -111,7 +122,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, float | str]]:
     batch = make_batch(args.batch, crop, args.classes, device)
 
     def fresh() -> MaskPriorRefiner:
-        return bench_refiner(args.segmentor, args.classes, args.width, args.num_steps, device)
+        return bench_refiner(
+            args.segmentor, args.classes, args.width, args.num_steps, device, profile=args.profile
+        )
 
     refiner = fresh()
     n_params = sum(p.numel() for p in refiner.denoiser.parameters() if p.requires_grad)
@@ -138,8 +151,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, float | str]]:
         print(f"model FLOPs of one training step (FlopCounterMode): {step_flops / 1e9:.2f} GFLOP; {peak_txt}")
     mem_label = "peak CUDA alloc GiB" if device.type == "cuda" else "process peak RSS GiB"
     # Rows are printed as they are measured, so a run cut short by a timeout still reports what it finished.
-    print(f"\n| variant | step ms | images/s | vs fp32 eager | {mem_label} | MFU |")
-    print("|---|---|---|---|---|---|", flush=True)
+    print(f"\n| variant | step ms | images/s | vs fp32 eager | {mem_label} | MFU | warm-up s |")
+    print("|---|---|---|---|---|---|---|", flush=True)
 
     rows: list[dict[str, float | str]] = []
     failures: list[str] = []
@@ -149,10 +162,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, float | str]]:
         try:
             step = make_step(refiner, batch, variant, args.stage)
             reset_peak_memory(device)
-            seconds = time_fn(step, warmup=args.warmup, repeats=args.iters, device=device)
+            # the warm-up is timed on its own: it holds a compiled variant's compilation, which a training pays once
+            t0 = time.perf_counter()
+            for _ in range(args.warmup):
+                step()
+            synchronize(device)
+            warmup_s = time.perf_counter() - t0
+            seconds = time_fn(step, warmup=0, repeats=args.iters, device=device)
         except Exception as exc:  # one broken variant (a compile error, OOM) must not hide the others
             failures.append(f"{variant}: {type(exc).__name__}: {exc}")
-            print(f"| {variant} | failed: {type(exc).__name__} | - | - | - | - |", flush=True)
+            print(f"| {variant} | failed: {type(exc).__name__} | - | - | - | - | - |", flush=True)
             continue
         finally:
             # drop the model, its optimiser state and graphs before the next variant builds its own
@@ -166,7 +185,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, float | str]]:
         ratio = f"{row['img_s'] / base:.2f}x" if base else "-"
         mfu = f"{100 * row['mfu']:.1f}%" if row["mfu"] == row["mfu"] else "-"
         print(
-            f"| {variant} | {1000 * seconds:.1f} | {row['img_s']:.2f} | {ratio} | {row['mem'] / 2**30:.2f} | {mfu} |",
+            f"| {variant} | {1000 * seconds:.1f} | {row['img_s']:.2f} | {ratio} | {row['mem'] / 2**30:.2f} | {mfu} "
+            f"| {warmup_s:.1f} |",
             flush=True,
         )
     if failures:

@@ -45,13 +45,15 @@ def bench_refiner(
     num_steps: int = 100,
     device: torch.device | str = "cpu",
     seed: int = 0,
+    profile: str = "paper",
 ) -> MaskPriorRefiner:
-    """A random-weight refiner as the ``paper`` profile builds it (uniform kernel, features condition, UNet with
-    ``dim_mults`` (1, 1, 1) and attention) over a frozen random-init ``segmentor``, with the UNet width and T given.
+    """A random-weight refiner as ``profile`` builds it (default ``paper``: uniform kernel, features condition, the
+    release's UNet with ``dim_mults`` (1, 1, 1) and attention; ``cpu``: the embedded study's smaller UNet) over a
+    frozen random-init ``segmentor``, with the UNet width and T given.
 
     Latency and throughput do not depend on the weights, so nothing is downloaded.
     """
-    cfg = profile_config("paper", "ade20k", segmentor)
+    cfg = profile_config(profile, "ade20k", segmentor)
     cfg = replace(
         cfg, unet=replace(cfg.unet, width=width), diffusion=replace(cfg.diffusion, num_steps=num_steps)
     )
