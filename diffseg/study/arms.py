@@ -158,7 +158,7 @@ SAMPLER_NAMES = ("strict", "strict_release", "free_renoise", "single_step")
 
 def step_counts(num_steps: int, profile: str = "cpu") -> tuple[int, ...]:
     """The step grid sizes of finding 3 (1, 2, 5, 10, 20, 100 as the release), capped at T; the dry run tries
-    two sizes (each size is the same code path, and a 100-step test of two images is most of a CPU dry run)."""
+    two sizes (every size is the same code path, and the larger ones only add paper-size network evaluations)."""
     counts = tuple(n for n in (2, 5, 10, 20, 100) if n <= num_steps)
     return counts[:2] if profile == "paper-dry" else counts
 
