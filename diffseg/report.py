@@ -189,6 +189,15 @@ def headline_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _reproduce_command(profile: str) -> str:
+    """The make command that renders ``profile``'s reports (the dry run is the paper profile's DRY_RUN=1)."""
+    if profile == "cpu":
+        return "make reproduce"
+    if profile == "paper-dry":
+        return "make reproduce PROFILE=paper DRY_RUN=1"
+    return f"make reproduce PROFILE={profile}"
+
+
 def write_index(profile: str, results_dir: str | Path, reports_dir: str | Path) -> Path:
     """Write ``{reports_dir}/index.html``: the profile's scale, every finding's card, the headline table, links."""
     reports_dir = Path(reports_dir)
@@ -231,7 +240,7 @@ says.</p>
 <ul>
 {chr(10).join(links)}
 </ul>
-<p>Regenerate with <code>make reproduce</code> (profile <code>{html.escape(profile)}</code>). Tables are in
+<p>Regenerate with <code>{html.escape(_reproduce_command(profile))}</code> (profile <code>{html.escape(profile)}</code>). Tables are in
 <code>tables/</code>, figures in <code>figures/</code>, every number in
 <code>{html.escape(Path(results_dir).name)}/{html.escape(profile)}/results.csv</code>.</p>
 </body></html>

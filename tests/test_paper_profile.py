@@ -148,3 +148,11 @@ def test_the_published_numbers_sit_beside_the_paper_profiles_bases() -> None:
 
     assert set(PUBLISHED["segmentor"]) == set(SEGMENTORS["paper"])
     assert set(PUBLISHED["dataset"]) == {"ade20k", "cityscapes"}
+
+
+def test_each_profiles_index_names_the_command_that_regenerates_it() -> None:
+    from diffseg.report import _reproduce_command
+
+    assert _reproduce_command("cpu") == "make reproduce"
+    assert _reproduce_command("paper") == "make reproduce PROFILE=paper"
+    assert _reproduce_command("paper-dry") == "make reproduce PROFILE=paper DRY_RUN=1"
