@@ -101,20 +101,10 @@ class MobileNetV2(nn.Module):
         for i, ((expand_ratio, channels, blocks), stride, dilation) in enumerate(
             zip(ARCH_SETTINGS, strides, dilations, strict=True)
         ):
-            layer = nn.Sequential(
-                *[
-                    InvertedResidual(
-                        in_channels if j == 0 else channels,
-                        channels,
-                        stride if j == 0 else 1,
-                        expand_ratio,
-                        dilation
-                        if j == 0
-                        else 1,  # as mmseg: later blocks of a dilated layer are not dilated
-                    )
-                    for j in range(blocks)
-                ]
-            )
+            # as mmseg's make_layer: the first block takes the layer's stride and dilation, the later ones neither
+            first = InvertedResidual(in_channels, channels, stride, expand_ratio, dilation)
+            rest = [InvertedResidual(channels, channels, 1, expand_ratio, 1) for _ in range(blocks - 1)]
+            layer = nn.Sequential(first, *rest)
             self.add_module(f"layer{i + 1}", layer)
             in_channels = channels
         self.out_channels = tuple(ARCH_SETTINGS[i][1] for i in self.out_indices)
