@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 
 from diffseg import curves as _curves
 from diffseg import viz
+from diffseg.config import ExperimentConfig
 
 _LABELS = ("dataset", "segmentor", "seed", "arm", *viz.FACTORS)
 
@@ -89,6 +90,31 @@ def plateau_table(
              "last change": round(change, 2), "status": status}
         )  # fmt: skip
     return pd.DataFrame(out, columns=cols)
+
+
+def last_decay_note(cfg: ExperimentConfig) -> str:
+    """Where a profile's default refiner puts its last step decay against its last two curve points: a sentence.
+
+    A decay lifts a curve by itself, so a plateau judged across one says little; the synthetic profiles place the
+    last decay before the last two points, and the reports say whether that holds.
+    """
+    o, t = cfg.optim, cfg.train
+    if o.policy != "step" or any(o.decay_every) or not o.decay_at or t.eval_every <= 0:
+        return ""
+    start, total = t.stage1_iterations, t.stage1_iterations + t.stage2_iterations
+    decay = start + int(max(o.decay_at) * t.stage2_iterations)
+    pts = _curves.points(t.eval_every, total, start)
+    if len(pts) < 2:
+        return ""
+    if pts[-2] >= decay:
+        return (
+            f"The refiners' last learning-rate decay is at iteration {decay}, before their last two points "
+            f"({pts[-2]} and {pts[-1]}), so the criterion judges a curve at its final learning rate."
+        )
+    return (
+        f"The refiners' last learning-rate decay is at iteration {decay}, between their last two points "
+        f"({pts[-2]} and {pts[-1]}): part of a late rise is the decay's."
+    )
 
 
 def _interval(d: pd.Series) -> tuple[float, float, int]:
@@ -178,15 +204,15 @@ def level_minus_level(
 
 
 def range_minus_range(c: pd.DataFrame, first: str = "noise_object", second: str = "kernel") -> pd.DataFrame:
-    """Range of ``first``'s main effect minus range of ``second``'s, per seed and iteration (finding 2)."""
+    """Range of ``first``'s effect minus range of ``second``'s (`viz.effect_range`), per seed and iteration
+    (finding 2)."""
     c = c[c["curve"] == "final_step"]
     out = []
     for (ds, seg, seed, it), g in c.groupby(["dataset", "segmentor", "seed", "iteration"]):
-        r1 = g.groupby(first)["value"].mean()
-        r2 = g.groupby(second)["value"].mean()
-        if len(r1) > 1 and len(r2) > 1:
-            out.append({"setting": f"{ds} / {seg}", "seed": seed, "iteration": it,
-                        "delta": (r1.max() - r1.min()) - (r2.max() - r2.min())})  # fmt: skip
+        if g[first].nunique() > 1 and g[second].nunique() > 1:
+            r1 = viz.effect_range(g, first, [second], "value")
+            r2 = viz.effect_range(g, second, [first], "value")
+            out.append({"setting": f"{ds} / {seg}", "seed": seed, "iteration": it, "delta": r1 - r2})
     return pd.DataFrame(out, columns=["setting", "seed", "iteration", "delta"])
 
 

@@ -150,7 +150,8 @@ def naive_integration(df: pd.DataFrame) -> Finding:
 
 
 def noise_object_and_type(df: pd.DataFrame) -> Finding:
-    """Finding 2: per seed, the range of the noise object's main effect minus the range of the kernel's."""
+    """Finding 2: per seed, the range of the noise object's effect minus the range of the kernel's (main effects on
+    a full grid, simple effects along the arms of the synthetic profiles' L: `viz.effect_range`)."""
     d = _of(df, "noise_object_and_type")
     rows = []
     if not d.empty and d["noise_object"].nunique() > 1 and d["kernel"].nunique() > 1:

@@ -14,9 +14,12 @@
 # %% [markdown]
 # # 03 · Finding 2: what the noise is added to matters more than the type of noise
 #
-# A grid of noise object (ground truth, base prediction, first prediction) x noise type (kernel). The finding
-# holds if the noise object moves mIoU more than the kernel does: per seed, the range of the noise object's
-# main effect minus the range of the kernel's main effect, tested across seeds.
+# Noise object (ground truth, base prediction, first prediction) against noise type (kernel). The paper profile
+# runs the full grid; the synthetic profiles run an L: the noise object under the uniform kernel, and the kernel
+# on the first prediction (the release's choices), which asks the paper's two questions with fewer trainings.
+# The finding holds if the noise object moves mIoU more than the kernel does: per seed, the range of the noise
+# object's effect minus the range of the kernel's, tested across seeds. An effect is the main effect on a full
+# grid and, on the L, the simple effect along its arm (the other factor at the corner, first / uniform).
 
 # %% tags=["parameters"]
 profile = "cpu"

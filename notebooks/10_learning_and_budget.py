@@ -31,7 +31,7 @@ from pathlib import Path
 
 from IPython.display import HTML, Markdown, display
 
-from diffseg import budget, curves, report, viz
+from diffseg import budget, curves, profiles, report, viz
 from diffseg import experiments as ex
 
 tables_dir = Path(reports_dir) / "tables"
@@ -42,7 +42,8 @@ has_curves = not budget.curve_rows(df).empty
 display(
     Markdown(
         f"Plateau criterion: the last two points of a curve (mean over seeds) within {curves.PLATEAU_TOL} mIoU "
-        f"points; anything else is labelled *still improving* (or *still falling*). Curve points are evaluated on "
+        f"points; anything else is labelled *still improving* (or *still falling*). "
+        f"{budget.last_decay_note(profiles.profile_config(profile))} Curve points are evaluated on "
         f"the first {curves.MAX_IMAGES} validation images, so their values differ a little from the full-split "
         "numbers of the other reports."
         if has_curves

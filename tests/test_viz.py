@@ -150,6 +150,33 @@ def test_compare_levels_and_main_effects(results):
     assert list(ranges["kernel"]) == pytest.approx([0.0, 0.0])
 
 
+def test_effect_range_takes_simple_effects_on_an_l_shaped_grid():
+    # finding 2's L: the noise object varied under the uniform kernel, the kernel varied on the first prediction
+    cells = {("gt", "uniform"): 40.0, ("base", "uniform"): 42.0, ("first", "uniform"): 45.0,
+             ("first", "absorbing"): 44.0, ("first", "gaussian"): 30.0}  # fmt: skip
+    d = pd.DataFrame([{"noise_object": o, "kernel": k, "pct": v} for (o, k), v in cells.items()])
+    # simple effects at the corner (first, uniform); averaging over the other factor would give 2.33 and 14.0
+    assert viz.effect_range(d, "noise_object", ["kernel"], "pct") == pytest.approx(5.0)
+    assert viz.effect_range(d, "kernel", ["noise_object"], "pct") == pytest.approx(15.0)
+    # a complete grid keeps main effects: the gaussian row completed, the kernel's range is over its means
+    full = pd.concat([d, pd.DataFrame([{"noise_object": o, "kernel": k, "pct": 41.0}
+                                       for o in ("gt", "base") for k in ("absorbing", "gaussian")])])  # fmt: skip
+    means = full.groupby("kernel")["pct"].mean()
+    assert viz.effect_range(full, "kernel", ["noise_object"], "pct") == pytest.approx(
+        means.max() - means.min()
+    )
+
+
+def test_the_synthetic_profiles_run_finding_2_as_an_l_and_the_paper_the_full_grid():
+    from diffseg.study.arms import CORNER, noise_grid
+
+    grid = noise_grid("cpu")
+    assert len(grid) == len(set(grid)) == 5 and CORNER in grid
+    assert {o for o, k in grid if k == CORNER[1]} == {"gt", "base", "first"}
+    assert {k for o, k in grid if o == CORNER[0]} == {"uniform", "absorbing", "gaussian"}
+    assert len(noise_grid("paper")) == 12
+
+
 def test_one_factor_keeps_reference_level(results):
     extra = results[results["run_id"] == "gt-s0"].assign(
         run_id="abs-s0", kernel="absorbing", noise_object="gt"

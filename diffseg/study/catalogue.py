@@ -52,8 +52,9 @@ EXPERIMENTS: dict[str, Experiment] = {
             "Finding 2: what noise is added to vs the type of noise",
             "In training, what the noise is added to matters more than the type of noise.",
             "Noise object {ground truth, base prediction, first prediction (DFP)} x noise type {uniform, absorbing, "
-            "mask-and-replace (paper profile only: the synthetic profiles leave it out for longer trainings), "
-            "Gaussian}; free re-noising at inference for all.",
+            "mask-and-replace, Gaussian}; free re-noising at inference for all. The paper profile runs the full "
+            "grid; the synthetic profiles run an L (the noise object under the uniform kernel, the kernel on the "
+            "first prediction, mask-and-replace left out) to pay for trainings long enough to flatten.",
             noise_arms,
             {"smoke": 1, "cpu": 3, "paper": 1, "paper-dry": 1},
             _ABL,

@@ -1,5 +1,5 @@
 """Tables over the results store (percent points): summaries over seeds, paired deltas against the base,
-level comparisons, main-effect ranges, provenance."""
+level comparisons, effect ranges, provenance."""
 
 from __future__ import annotations
 
@@ -202,6 +202,29 @@ def compare_levels(
     return both.groupby([*group, "seed"], dropna=False)[["a", "b"]].mean().reset_index()
 
 
+def effect_range(d: pd.DataFrame, factor: str, others: Sequence[str], value: str) -> float:
+    """Range (max minus min) of ``factor``'s effect on column ``value`` in one seed's rows of a factorial design.
+
+    On a complete grid the effect is the main effect: ``value`` averaged over the other factors, per level. On an
+    incomplete grid, such as the synthetic profiles' L-shaped finding 2 (the noise object varied at the uniform
+    kernel, the kernel varied at the first prediction), that average would mix in levels the factor was never
+    crossed with, so the effect is the simple effect where the other factors sit at the level combination that
+    crosses ``factor`` the most (the grid's corner; ties: the first in sort order).
+    """
+    others = list(others)
+    cells = d.groupby([factor, *others], dropna=False)[value].mean().reset_index()
+    if not others:
+        eff = cells.set_index(factor)[value]
+    elif len(cells) == np.prod([cells[c].nunique(dropna=False) for c in (factor, *others)]):
+        eff = cells.groupby(factor, dropna=False)[value].mean()
+    else:
+        crossed = cells.groupby(others, dropna=False).size()
+        corner = crossed.idxmax()
+        corner = corner if isinstance(corner, tuple) else (corner,)
+        eff = cells.merge(pd.DataFrame([corner], columns=others)).set_index(factor)[value]
+    return float(eff.max() - eff.min())
+
+
 def main_effect_ranges(
     df: pd.DataFrame,
     factors: Sequence[str],
@@ -209,21 +232,25 @@ def main_effect_ranges(
     step: str | int | None = "final",
     test: str | None = "ss",
 ) -> pd.DataFrame:
-    """Per (dataset, segmentor, seed): the range (max minus min, percent points) of each factor's main effect.
+    """Per (dataset, segmentor, seed): the range (max minus min, percent points) of each factor's effect.
 
-    The main effect of a factor is the refined metric averaged over the other factors, per level; its range says
-    how much choosing that factor's level moves the result. Columns: panel keys, seed, one column per factor.
+    The effect of a factor is its main effect on a complete grid and its simple effect at the grid's corner on an
+    incomplete one (`effect_range`); its range says how much choosing that factor's level moves the result.
+    Columns: panel keys, seed, one column per factor.
     """
     d = select(df, metric, step, test)
     d = d[d["method"] == "refined"].assign(pct=lambda x: x["value"] * 100.0)
-    group = [c for c in PANEL if c in d.columns]
-    out = []
     for f in factors:
         if f not in d.columns:
             raise ValueError(f"main_effect_ranges: factor {f!r} is not in the results frame")
-        eff = d.groupby([*group, "seed", f], dropna=False)["pct"].mean()
-        out.append(eff.groupby([*group, "seed"], dropna=False).agg(lambda s: s.max() - s.min()).rename(f))
-    return pd.concat(out, axis=1).reset_index()
+    group = [c for c in PANEL if c in d.columns]
+    rows = []
+    for keys, g in d.groupby([*group, "seed"], dropna=False):
+        row = dict(zip([*group, "seed"], keys, strict=True))
+        for f in factors:
+            row[f] = effect_range(g, f, [o for o in factors if o != f], "pct")
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*group, "seed", *factors])
 
 
 def provenance_table(df: pd.DataFrame, index: Sequence[str] = ("dataset", "segmentor")) -> pd.DataFrame:
