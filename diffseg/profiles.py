@@ -49,7 +49,7 @@ SEGMENTORS["paper-dry"] = SEGMENTORS["paper"]
 
 # Iterations of the synthetic profiles' bases, trained from scratch (lr 4e-3, decays at 1/2 and 3/4): a pilot
 # SegFormer-tiny (ADE20K layout) is still rising at 1200 (17.9 curve-subset mIoU) and flat at 1600 (19.7 -> 19.9),
-# where DeepLabV3+-tiny is flat at 800; a segmentor not named here trains for 800.
+# where DeepLabV3+-tiny was flat at 800 in the previous study (20.6 -> 20.5); a segmentor not named here trains 800.
 BASE_ITERATIONS = {"segformer-tiny": 1600, "deeplabv3plus-tiny": 800}
 
 # The UNet width the release pairs with each base segmentor (paper.md, "Parameter counts").
@@ -87,6 +87,10 @@ def notes(profile: str) -> str:
             ade=f"{a.synth_size[0]}x{a.synth_size[1]}", cs=f"{c.synth_size[0]}x{c.synth_size[1]}"
         )
     a, c = profile_config(profile, "ade20k"), profile_config(profile, "cityscapes")
+    base_iters = ", ".join(
+        f"{seg} for {profile_config(profile, 'ade20k', seg).segmentor.train_iterations} iterations"
+        for seg in SEGMENTORS[profile]
+    )
     purpose = (
         "a plumbing check; its numbers are noise"
         if profile == "smoke"
@@ -97,8 +101,8 @@ def notes(profile: str) -> str:
         f"rooms of {a.data.synth_size[0]}x{a.data.synth_size[1]} ({a.data.synth_n_train} train / "
         f"{a.data.synth_n_val} val, {a.data.crop_size[0]}x{a.data.crop_size[1]} crops, 150-class label space) and "
         f"Cityscapes-style streets of {c.data.synth_size[0]}x{c.data.synth_size[1]} (19 classes). Base segmentors "
-        f"({', '.join(SEGMENTORS[profile])}) are trained from scratch for {a.segmentor.train_iterations} iterations "
-        f"(one fixed base per dataset and segmentor; seeds vary the refiner). Refiner: UNet width {a.unet.width}, "
+        f"are trained from scratch ({base_iters}; one fixed base per dataset and segmentor; seeds vary the "
+        f"refiner). Refiner: UNet width {a.unet.width}, "
         f"dim_mults {a.unet.dim_mults}, {a.unet.blocks} ResNet block(s) per level, attention heads of "
         f"{a.unet.attention_head_channels} channels, T = {a.diffusion.num_steps}, {a.train.stage1_iterations} stage-1 + "
         f"{a.train.stage2_iterations} stage-2 iterations at batch {a.data.batch_size}, EMA momentum "

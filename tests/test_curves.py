@@ -176,3 +176,13 @@ def test_final_contrasts_say_which_are_resolved():
     t = budget.final_contrasts([("c", b)])
     assert t["iteration"].tolist() == [2, 2] and t["resolved"].tolist() == ["yes", "no"]
     assert budget.final_contrasts([("c", b.assign(n=2))])["resolved"].tolist() == ["no", "no"]
+
+
+def test_the_report_says_whether_the_last_decay_falls_before_the_last_two_points():
+    cpu = profile_config("cpu")
+    # cpu: stage 1 of 100, stage 2 of 500 decayed last at 3/4 (iteration 475), points every 100 up to 600
+    assert "iteration 475, before their last two points (500 and 600)" in budget.last_decay_note(cpu)
+    late = replace(cpu, optim=replace(cpu.optim, decay_at=(0.6, 0.85)))  # last decay at 525
+    assert "iteration 525, between their last two points (500 and 600)" in budget.last_decay_note(late)
+    assert budget.last_decay_note(replace(cpu, optim=replace(cpu.optim, policy="cosine"))) == ""
+    assert budget.last_decay_note(profile_config("paper")) == ""  # decays every N iterations, no fraction
