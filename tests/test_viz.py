@@ -158,7 +158,7 @@ def test_effect_range_takes_simple_effects_on_an_l_shaped_grid():
     # simple effects at the corner (first, uniform); averaging over the other factor would give 2.33 and 14.0
     assert viz.effect_range(d, "noise_object", ["kernel"], "pct") == pytest.approx(5.0)
     assert viz.effect_range(d, "kernel", ["noise_object"], "pct") == pytest.approx(15.0)
-    # a complete grid keeps main effects: the gaussian row completed, the kernel's range is over its means
+    # a complete grid (the L filled in) keeps main effects: the kernel's range is over its means
     full = pd.concat([d, pd.DataFrame([{"noise_object": o, "kernel": k, "pct": 41.0}
                                        for o in ("gt", "base") for k in ("absorbing", "gaussian")])])  # fmt: skip
     means = full.groupby("kernel")["pct"].mean()
