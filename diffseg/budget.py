@@ -98,11 +98,13 @@ def last_decay_note(cfg: ExperimentConfig) -> str:
     A decay lifts a curve by itself, so a plateau judged across one says little; the synthetic profiles place the
     last decay before the last two points, and the reports say whether that holds.
     """
+    from diffseg.engines.schedule import decay_points  # the engines (ignite) load only when a report asks
+
     o, t = cfg.optim, cfg.train
     if o.policy != "step" or any(o.decay_every) or not o.decay_at or t.eval_every <= 0:
         return ""
     start, total = t.stage1_iterations, t.stage1_iterations + t.stage2_iterations
-    decay = start + int(max(o.decay_at) * t.stage2_iterations)
+    decay = start + decay_points(t.stage2_iterations, o.decay_at)[-1]  # the engines' own rule
     pts = _curves.points(t.eval_every, total, start)
     if len(pts) < 2:
         return ""

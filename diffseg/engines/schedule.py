@@ -33,6 +33,12 @@ def scaled_lr(cfg: ExperimentConfig) -> float:
     return lr
 
 
+def decay_points(stage_len: int, decay_at: tuple[float, ...]) -> list[int]:
+    """The iterations of a stage, counted from its start, from which the step policy's ``decay_at`` fractions
+    multiply the learning rate by gamma (one more time each)."""
+    return sorted(int(f * stage_len) for f in decay_at)
+
+
 def stage_lr_factor(
     it: int,
     stage_start: int,
@@ -54,7 +60,7 @@ def stage_lr_factor(
     if policy == "cosine":
         progress = local / max(1, stage_len - 1)
         return warm * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
-    decays = local // every if every > 0 else sum(1 for f in decay_at if local >= int(f * stage_len))
+    decays = local // every if every > 0 else sum(1 for d in decay_points(stage_len, decay_at) if local >= d)
     return warm * max(gamma**decays, floor)
 
 
