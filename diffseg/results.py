@@ -40,6 +40,8 @@ COLUMNS = (
     "value",
 )
 MEAN_METRICS = ("mIoU", "mAcc", "aAcc", "mBIoU")
+# the column that marks an ablation's rows (`diffseg.study.ablation`); the default study's rows lack it
+ABLATION = "ablation"
 CLASS_METRICS = {"IoU": "IoU", "BIoU": "BIoU"}
 
 
@@ -147,6 +149,14 @@ def metrics_to_rows(
     return rows
 
 
+def _ablation_of(frame: pd.DataFrame) -> str:
+    """The ablation id of one run's rows ("" for the default study's)."""
+    if ABLATION not in frame.columns or frame.empty:
+        return ""
+    value = frame[ABLATION].iloc[0]
+    return "" if pd.isna(value) else str(value)
+
+
 class ResultsStore:
     """Rows and artifacts of evaluated runs under one folder (one per profile)."""
 
@@ -178,18 +188,36 @@ class ResultsStore:
         return atomic_write(self.rows_dir / f"{run_id}.parquet", lambda tmp: df.to_parquet(tmp, index=False))
 
     def load(self, run_ids: list[str] | None = None) -> pd.DataFrame:
-        """All rows (or those of ``run_ids``) as one DataFrame."""
-        if not self.rows_dir.exists():
-            return pd.DataFrame(columns=list(COLUMNS))
+        """The default study's rows (or exactly those of ``run_ids``) as one DataFrame.
+
+        Rows of an ablation (a non-empty ``ablation`` column, `diffseg.study.ablation`) share the folder but are
+        not the default study's: they come back only when named by ``run_ids`` (or with `load_ablation`). The
+        filter drops whole files (a file holds one run's rows), so the default study's table is exactly what
+        it was before any ablation ran."""
         if run_ids is None:
-            files = sorted(self.rows_dir.glob("*.parquet"))
+            return self._concat([f for f in self._frames(None) if not _ablation_of(f)])
+        return self._concat(self._frames(run_ids))
+
+    def load_ablation(self, ablation: str) -> pd.DataFrame:
+        """Every row of the ablation with id ``ablation``."""
+        return self._concat([f for f in self._frames(None) if _ablation_of(f) == ablation])
+
+    def _frames(self, run_ids: list[str] | None) -> list[pd.DataFrame]:
+        if not self.rows_dir.exists():
+            return []
+        if run_ids is None:
+            paths = sorted(self.rows_dir.glob("*.parquet"))
         else:
-            files = [
+            paths = [
                 self.rows_dir / f"{r}.parquet" for r in run_ids if (self.rows_dir / f"{r}.parquet").exists()
             ]
-        if not files:
+        return [pd.read_parquet(f) for f in paths]
+
+    @staticmethod
+    def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+        if not frames:
             return pd.DataFrame(columns=list(COLUMNS))
-        return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        return pd.concat(frames, ignore_index=True)
 
     def consolidate(self) -> pd.DataFrame:
         """Rebuild results.parquet and its CSV mirror from rows/ (atomically).

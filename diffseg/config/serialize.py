@@ -7,6 +7,7 @@ An unknown key is an error that names the valid ones, so a typo never silently f
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import types
@@ -117,12 +118,22 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str] | dict[str, Any]
                 )
             node = node[part]
         if parts[-1] not in node:
+            match = difflib.get_close_matches(key, list(_flat_keys(data)), n=1)
+            hint = f" (did you mean '{match[0]}'?)" if match else ""
             raise ConfigError(
-                f"unknown config key '{key}'; valid keys"
+                f"unknown config key '{key}'{hint}; valid keys"
                 f"{' under ' + '.'.join(parts[:-1]) if len(parts) > 1 else ''}: {', '.join(node)}"
             )
         node[parts[-1]] = _parse_scalar(value) if isinstance(value, str) else value
     return from_dict(data)
+
+
+def _flat_keys(data: dict[str, Any], prefix: str = "") -> list[str]:
+    """Every leaf key of a config dict, dotted (``train.stage2_iterations``)."""
+    out = []
+    for k, v in data.items():
+        out += _flat_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+    return out
 
 
 def _split_override(text: str) -> tuple[str, str]:

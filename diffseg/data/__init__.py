@@ -25,6 +25,7 @@ from diffseg.data.transforms import (
     denormalize,
     normalize,
 )
+from diffseg.paths import resolve
 
 DATASETS: dict[str, type] = {"ade20k": ADE20K, "cityscapes": Cityscapes}
 
@@ -47,9 +48,10 @@ def build_dataset(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> Da
     if cfg.synthetic:
         ensure_synthetic(cfg)
     transform = build_transforms(cfg, train, seed=seed)
+    root = resolve(cfg.root)  # a relative root is the project's, wherever the process runs (diffseg.paths)
     if cfg.dataset == "ade20k":
-        return ADE20K(cfg.root, split, reduce_zero_label=cfg.reduce_zero_label, transform=transform)
-    return Cityscapes(cfg.root, split, transform=transform)
+        return ADE20K(root, split, reduce_zero_label=cfg.reduce_zero_label, transform=transform)
+    return Cityscapes(root, split, transform=transform)
 
 
 def seed_worker(worker_id: int) -> None:

@@ -20,6 +20,7 @@ from PIL import Image
 
 from diffseg.config import DataConfig
 from diffseg.data.scenes import draw_room, draw_street
+from diffseg.paths import resolve
 
 LAYOUTS = ("ade20k", "cityscapes")
 DEFAULT_SIZE = {"ade20k": (128, 128), "cityscapes": (64, 128)}  # (H, W)
@@ -131,7 +132,7 @@ def ensure_synthetic(cfg: DataConfig) -> Path:
     Safe when several processes call it at once: the first rename wins, the others discard their copy.
     A reused root whose recorded parameters differ from ``cfg`` gets a warning (it is not rewritten).
     """
-    root = Path(cfg.root)
+    root = resolve(cfg.root)
     if not holds_dataset(cfg.dataset, root):
         try:
             write_synthetic(

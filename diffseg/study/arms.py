@@ -1,5 +1,10 @@
 """The arms of the study: an arm is one training config plus the evaluations it needs; one builder per
-experiment turns (profile, datasets, segmentors, seeds) into its arms."""
+experiment turns (ablation, datasets, segmentors, seeds) into its arms.
+
+The first argument of a builder is an `Ablation`: the profile, the overrides every arm starts from and the
+levels of the experiment's factors (`diffseg.study.ablation`). For the default study (no overrides, no levels)
+the builders give the catalogue's arms exactly; with levels they run those instead of the defaults, always
+with the profile's default level as the reference."""
 
 from __future__ import annotations
 
@@ -7,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from diffseg.config import ExperimentConfig, apply_overrides, replace
-from diffseg.profiles import PAPER_PROFILES, SEGMENTORS, profile_config
+from diffseg.config import ConfigError, ExperimentConfig, apply_overrides, replace
+from diffseg.profiles import PAPER_PROFILES, SEGMENTORS
+from diffseg.study.ablation import Ablation
 
 
 @dataclass(frozen=True)
@@ -38,18 +44,19 @@ class Experiment:
     title: str
     finding: str
     description: str
-    arms: Callable[[str, tuple[str, ...], tuple[str, ...] | None, tuple[int, ...]], list[Arm]]
+    arms: Callable[[Ablation, tuple[str, ...], tuple[str, ...] | None, tuple[int, ...]], list[Arm]]
     default_seeds: dict[str, int]
     default_datasets: dict[str, tuple[str, ...]]
 
 
-def _cfg(profile: str, dataset: str, segmentor: str | None, seed: int, **overrides: Any) -> ExperimentConfig:
-    """The profile's default run with ``overrides``. Finding 3 compares samplers on the default method's trainings
-    only, so any other training skips the strict sampler in its curve points (a third of their cost); an arm
-    whose overrides restate the defaults stays that training, shared."""
-    default = profile_config(profile, dataset, segmentor, seed)
-    cfg = apply_overrides(default, overrides)
-    if cfg != default:
+def _cfg(ctx: Ablation, dataset: str, segmentor: str | None, seed: int, **overrides: Any) -> ExperimentConfig:
+    """The arm's config: the profile's default run with the ablation's overrides (``ctx.base_config``), then the
+    arm's own ``overrides``. Finding 3 compares samplers on the default method's trainings only, so any other
+    training skips the strict sampler in its curve points (a third of their cost); an arm whose overrides restate
+    the defaults stays that training, shared."""
+    base = ctx.base_config(dataset, segmentor, seed)
+    cfg = apply_overrides(base, overrides)
+    if cfg != base:
         cfg = replace(cfg, train=replace(cfg.train, curve_strict=False))
     return cfg
 
@@ -75,12 +82,12 @@ def _dataset_segs(profile: str, dataset: str, segmentors: tuple[str, ...] | None
     return _segs(profile, segmentors)
 
 
-def main_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
+def main_arms(ctx: Ablation, datasets, segmentors, seeds) -> list[Arm]:
     arms = []
     for ds in datasets:
-        for seg in _dataset_segs(profile, ds, segmentors):
+        for seg in _dataset_segs(ctx.profile, ds, segmentors):
             for seed in seeds:
-                cfg = _cfg(profile, ds, seg, seed)
+                cfg = _cfg(ctx, ds, seg, seed)
                 arms.append(
                     Arm(
                         {"arm": "DDPS"},
@@ -94,24 +101,24 @@ def main_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
     return arms
 
 
-def naive_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
+def naive_arms(ctx: Ablation, datasets, segmentors, seeds) -> list[Arm]:
     arms = []
-    seg = _segs(profile, segmentors)[0]
+    seg = _segs(ctx.profile, segmentors)[0]
     for ds in datasets:
         for seed in seeds:
-            base = _cfg(profile, ds, seg, seed)
+            base = _cfg(ctx, ds, seg, seed)
             one = _one_stage(base)
             strict = (("sampler", "strict"),)
             arms += [
                 Arm(
                     {"arm": "textbook: noise on GT, strict posterior, one stage"},
-                    _cfg(profile, ds, seg, seed, **{"refiner.noise_object": "gt", **one}),
+                    _cfg(ctx, ds, seg, seed, **{"refiner.noise_object": "gt", **one}),
                     [EvalSpec(strict)],
                 ),
                 Arm(
                     {"arm": "textbook: Gaussian on analog bits, DDIM, one stage"},
                     _cfg(
-                        profile,
+                        ctx,
                         ds,
                         seg,
                         seed,
@@ -123,7 +130,7 @@ def naive_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
                 # the same method trained in one stage: isolates what the two stages add (a key contrast)
                 Arm(
                     {"arm": "DDPS: first prediction, free re-noising, one stage"},
-                    _cfg(profile, ds, seg, seed, **one),
+                    _cfg(ctx, ds, seg, seed, **one),
                     [EvalSpec()],
                 ),
             ]
@@ -143,23 +150,26 @@ SYNTHETIC_KERNELS = ("uniform", "absorbing", "gaussian")
 CORNER = ("first", "uniform")  # (noise object, kernel) the two arms of the L share
 
 
-def noise_grid(profile: str) -> list[tuple[str, str]]:
-    """The (noise object, kernel) arms of finding 2: the full grid for the paper profiles, the L for the others."""
-    if profile in PAPER_PROFILES:
-        return [(obj, kernel) for obj in NOISE_OBJECTS for kernel in KERNELS]
+def noise_grid(profile: str, ctx: Ablation | None = None) -> list[tuple[str, str]]:
+    """The (noise object, kernel) arms of finding 2: the full grid for the paper profiles, the L through
+    `CORNER` for the others; over the levels of ``ctx`` where it gives them (the corner always runs)."""
+    ctx = ctx or Ablation("noise_object_and_type", profile)
     obj0, kernel0 = CORNER
-    return [(obj, kernel0) for obj in NOISE_OBJECTS] + [(obj0, k) for k in SYNTHETIC_KERNELS if k != kernel0]
+    paper = profile in PAPER_PROFILES
+    objects = ctx.levels_of("noise_object", NOISE_OBJECTS, obj0)
+    kernels = ctx.levels_of("kernel", KERNELS if paper else SYNTHETIC_KERNELS, kernel0)
+    if paper:
+        return [(obj, kernel) for obj in objects for kernel in kernels]
+    return [(obj, kernel0) for obj in objects] + [(obj0, k) for k in kernels if k != kernel0]
 
 
-def noise_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
+def noise_arms(ctx: Ablation, datasets, segmentors, seeds) -> list[Arm]:
     arms = []
-    seg = _segs(profile, segmentors)[0]
+    seg = _segs(ctx.profile, segmentors)[0]
     for ds in datasets:
         for seed in seeds:
-            for obj, kernel in noise_grid(profile):
-                cfg = _cfg(
-                    profile, ds, seg, seed, **{"refiner.noise_object": obj, "diffusion.kernel": kernel}
-                )
+            for obj, kernel in noise_grid(ctx.profile, ctx):
+                cfg = _cfg(ctx, ds, seg, seed, **{"refiner.noise_object": obj, "diffusion.kernel": kernel})
                 arms.append(Arm({"arm": f"{obj} / {kernel}", "noise_object": obj, "kernel": kernel}, cfg))
     return arms
 
@@ -174,62 +184,92 @@ def step_counts(num_steps: int, profile: str = "cpu") -> tuple[int, ...]:
     return counts[:2] if profile == "paper-dry" else counts
 
 
-def inference_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
+def _num_evals(ctx: Ablation, default: tuple[int, ...], num_steps: int) -> tuple[int, ...]:
+    """The evaluation counts to run: ``default`` or the ablation's levels, which must lie in [1, T]."""
+    counts = ctx.levels_of("num_evals", default)
+    bad = [n for n in counts if not 1 <= n <= num_steps] if "num_evals" in ctx.levels else []
+    if bad:
+        raise ConfigError(
+            f"levels['num_evals'] = {bad}: must be between 1 and T = {num_steps} (diffusion.num_steps)"
+        )
+    return counts
+
+
+def inference_arms(ctx: Ablation, datasets, segmentors, seeds) -> list[Arm]:
     arms = []
-    seg = _segs(profile, segmentors)[0]
+    seg = _segs(ctx.profile, segmentors)[0]
     for ds in datasets:
         for seed in seeds:
-            cfg = _cfg(profile, ds, seg, seed)
+            cfg = _cfg(ctx, ds, seg, seed)
+            counts = _num_evals(
+                ctx, step_counts(cfg.diffusion.num_steps, ctx.profile), cfg.diffusion.num_steps
+            )
             # sampler and num_evals reach the rows as provenance columns of each evaluation
             evals = [EvalSpec((("sampler", "single_step"), ("num_evals", 1)))]
-            for sampler in ("strict", "strict_release", "free_renoise"):
-                for n in step_counts(cfg.diffusion.num_steps, profile):
-                    evals.append(EvalSpec((("sampler", sampler), ("num_evals", n))))
+            for sampler in ctx.levels_of(
+                "sampler", ("strict", "strict_release", "free_renoise"), "free_renoise"
+            ):
+                for n in counts:
+                    if n > 1:  # one evaluation is the single-step sampler, above
+                        evals.append(EvalSpec((("sampler", sampler), ("num_evals", n))))
             arms.append(Arm({"arm": "DDPS"}, cfg, evals))
     return arms
 
 
-def schedule_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
+def schedule_arms(ctx: Ablation, datasets, segmentors, seeds) -> list[Arm]:
     arms = []
-    seg = _segs(profile, segmentors)[0]
+    seg = _segs(ctx.profile, segmentors)[0]
     for ds in datasets:
         for seed in seeds:
-            for schedule in ("linear", "cosine"):
-                for T in (20, 50, 100):
-                    cfg = _cfg(
-                        profile, ds, seg, seed, **{"diffusion.schedule": schedule, "diffusion.num_steps": T}
-                    )
-                    arms.append(
-                        Arm({"arm": f"{schedule}, T={T}", "schedule": schedule}, cfg)
-                    )  # T: num_steps column
+            ref = _cfg(ctx, ds, seg, seed).diffusion
+            grid = [
+                (schedule, T)
+                for schedule in ctx.levels_of("schedule", ("linear", "cosine"))
+                for T in ctx.levels_of("num_steps", (20, 50, 100))
+            ]
+            if not ctx.is_default and (ref.schedule, ref.num_steps) not in grid:
+                grid.insert(0, (ref.schedule, ref.num_steps))  # the reference: the profile's default run
+            for schedule, T in grid:
+                cfg = _cfg(ctx, ds, seg, seed, **{"diffusion.schedule": schedule, "diffusion.num_steps": T})
+                arms.append(
+                    Arm({"arm": f"{schedule}, T={T}", "schedule": schedule}, cfg)
+                )  # T: num_steps column
     return arms
 
 
-def condition_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
+def condition_arms(ctx: Ablation, datasets, segmentors, seeds) -> list[Arm]:
     arms = []
-    seg = _segs(profile, segmentors)[0]
+    seg = _segs(ctx.profile, segmentors)[0]
+    default = {"condition": "features", "training": "two-stage", "ema": "on"}
     for ds in datasets:
         for seed in seeds:
-            base = _cfg(profile, ds, seg, seed)
-            default = {"condition": "features", "training": "two-stage", "ema": "on"}
-            variants = [
-                ("condition", "features", {}),
-                ("condition", "logits", {"refiner.condition": "logits"}),
-                ("condition", "mask", {"refiner.condition": "mask"}),
-                ("training", "one-stage", _one_stage(base)),
-                ("ema", "off", {"train.ema": False}),
-            ]
+            base = _cfg(ctx, ds, seg, seed)
+            settings = {
+                ("condition", "logits"): {"refiner.condition": "logits"},
+                ("condition", "mask"): {"refiner.condition": "mask"},
+                ("training", "one-stage"): _one_stage(base),
+                ("ema", "off"): {"train.ema": False},
+            }
+            # one factor varied at a time from the default (the first arm, the reference)
+            variants = [("condition", "features", {})]
+            for factor, level0 in default.items():
+                others = [
+                    lv
+                    for lv in ctx.levels_of(factor, [lv for f, lv in settings if f == factor])
+                    if lv != level0
+                ]
+                variants += [(factor, lv, settings[(factor, lv)]) for lv in others]
             for factor, level, overrides in variants:
                 labels = {**default, factor: level, "factor": factor, "arm": f"{factor}: {level}"}
-                arms.append(Arm(labels, _cfg(profile, ds, seg, seed, **overrides)))
+                arms.append(Arm(labels, _cfg(ctx, ds, seg, seed, **overrides)))
     return arms
 
 
-def artifact_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
+def artifact_arms(ctx: Ablation, datasets, segmentors, seeds) -> list[Arm]:
     return [
         Arm(
             {"arm": "DDPS"},
-            _cfg(profile, ds, _dataset_segs(profile, ds, segmentors)[0], seeds[0]),
+            _cfg(ctx, ds, _dataset_segs(ctx.profile, ds, segmentors)[0], seeds[0]),
             [EvalSpec()],
             artifacts=True,
         )
@@ -243,18 +283,23 @@ WIDTHS = (16, 32, 64)
 PAPER_WIDTHS = (128, 256)
 
 
-def performance_arms(profile, datasets, segmentors, seeds) -> list[Arm]:
+def performance_arms(ctx: Ablation, datasets, segmentors, seeds) -> list[Arm]:
     arms = []
-    seg = _segs(profile, segmentors)[0]
+    seg = _segs(ctx.profile, segmentors)[0]
     for ds in datasets:
         for seed in seeds:
-            for width in PAPER_WIDTHS if profile in PAPER_PROFILES else WIDTHS:
-                cfg = _cfg(profile, ds, seg, seed, **{"unet.width": width})
+            ref = _cfg(ctx, ds, seg, seed)
+            widths = ctx.levels_of(
+                "width", PAPER_WIDTHS if ctx.profile in PAPER_PROFILES else WIDTHS, ref.unet.width
+            )
+            for width in widths:
+                cfg = _cfg(ctx, ds, seg, seed, **{"unet.width": width})
+                counts = _num_evals(ctx, (1, 2, 5), cfg.diffusion.num_steps)
                 evals = [EvalSpec((("sampler", "single_step"), ("num_evals", 1)))]
                 evals += [
                     EvalSpec((("sampler", "free_renoise"), ("num_evals", n)))
-                    for n in (2, 5)
-                    if n <= cfg.diffusion.num_steps
+                    for n in counts
+                    if 1 < n <= cfg.diffusion.num_steps
                 ]
                 arms.append(Arm({"arm": f"width {width}", "width": str(width)}, cfg, evals, latency=True))
     return arms

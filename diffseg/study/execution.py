@@ -12,6 +12,7 @@ import torch
 
 from diffseg.config import ExperimentConfig, config_hash
 from diffseg.results import ResultsStore, git_commit, metrics_to_rows
+from diffseg.study.ablation import ABLATION_COLUMN
 from diffseg.study.arms import Arm, EvalSpec
 from diffseg.study.identity import (
     base_run_id,
@@ -128,7 +129,8 @@ def run_or_load(
 
             store.save_artifacts(rid, make_artifacts(refiner, segmentor, ecfg, val_ds, device))
     # once per training, not per evaluation: the curves belong to the training all of these rows share
-    _store_curves(cfg, run_dir, runs_folder(results_dir, profile), store, profile, str(device))
+    ablation = arm.labels.get(ABLATION_COLUMN, "")
+    _store_curves(cfg, run_dir, runs_folder(results_dir, profile), store, profile, str(device), ablation)
     return ids
 
 
@@ -154,9 +156,18 @@ def _best_val_rows(
 
 
 def _store_curves(
-    cfg: ExperimentConfig, run_dir: Path, runs: Path, store: ResultsStore, profile: str, device: str
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    runs: Path,
+    store: ResultsStore,
+    profile: str,
+    device: str,
+    ablation: str = "",
 ) -> None:
     """Copy the learning curves of ``cfg``'s training (stage 1 + its own) and of its base into the store.
+
+    An ablation's copies carry its id (column and file name), so they never enter the default study's curves
+    even where the training is shared with it.
 
     Rows: ``experiment`` "learning_curves", ``method`` "curve", ``test`` "curve", ``step`` the training
     iteration, ``curve`` base | first_step | final_step | strict_final_step (`diffseg.curves`), ``trained``
@@ -174,11 +185,12 @@ def _store_curves(
         "device": device,
         "git_commit": git_commit(),
         "eval_every": cfg.train.eval_every,
-    }
+    } | ({ABLATION_COLUMN: ablation} if ablation else {})
+    suffix = f"-{ablation}" if ablation else ""
     refiner_dirs = ([runs / "stage1" / train_id(stage1_config(cfg))] if is_two_stage(cfg) else []) + [run_dir]
     parts: list[tuple[str, str, list[tuple[Path, str]], dict[str, Any]]] = [
         (
-            f"curve-{train_id(cfg)}",
+            f"curve-{train_id(cfg)}{suffix}",
             "refiner",
             [(d, curves.CURVE_FILE) for d in refiner_dirs],
             {"seed": cfg.seed, "train_id": train_id(cfg)},
@@ -186,7 +198,9 @@ def _store_curves(
     ]
     if cfg.segmentor.weights is None and cfg.segmentor.train_iterations > 0:
         base_file = (base_weights_path(cfg, runs).parent, curves.BASE_CURVE_FILE)
-        parts.append((f"curve-base-{base_run_id(cfg)}", "base", [base_file], {"seed": cfg.segmentor.seed}))
+        parts.append(
+            (f"curve-base-{base_run_id(cfg)}{suffix}", "base", [base_file], {"seed": cfg.segmentor.seed})
+        )
     for key, trained, files, extra in parts:
         if store.has(key):
             continue

@@ -7,17 +7,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from diffseg.paths import resolve
 from diffseg.profiles import PROFILES
 from diffseg.results import ResultsStore
 
 
 def open_store(results_dir: str | Path, profile: str) -> ResultsStore:
-    return ResultsStore(Path(results_dir) / profile)
+    """The store of ``profile`` under ``results_dir`` (a relative one is the project's: `diffseg.paths`)."""
+    return ResultsStore(resolve(results_dir) / profile)
 
 
 def runs_folder(results_dir: str | Path, profile: str) -> Path:
     """Run folders (checkpoints; not committed) live beside the results, under runs/<profile>."""
-    return Path(results_dir).resolve().parent / "runs" / profile
+    return resolve(results_dir).resolve().parent / "runs" / profile
 
 
 def load_results(profile: str = "cpu", results_dir: str | Path = "results") -> pd.DataFrame:

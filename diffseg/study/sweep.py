@@ -17,11 +17,13 @@ import torch
 from diffseg import profiles
 from diffseg.config import ExperimentConfig, replace
 from diffseg.engines.runner import check_base_weights
+from diffseg.study.ablation import ABLATION_COLUMN, make_ablation
 from diffseg.study.arms import Arm
 from diffseg.study.catalogue import EXPERIMENTS
 from diffseg.study.execution import ensure_trained, missing_rows, run_or_load, train_base, train_stage1
-from diffseg.study.identity import base_run_id, base_weights_path, stage1_config, train_id
+from diffseg.study.identity import train_id
 from diffseg.study.jobs import JOBS_FILE, JobTable
+from diffseg.study.plan import plan_work
 from diffseg.study.store import open_store, runs_folder
 
 # glibc hands freed memory back to the OS once the heap's free top exceeds M_TRIM_THRESHOLD (128 KiB at start) and
@@ -145,23 +147,11 @@ def sweep(
     arms = [(name, arm) for name in names for arm in arms_of(name, profile, device=device)]
     store = open_store(results_dir, profile)
     runs = runs_folder(results_dir, profile)
-    todo = [(n, a) for n, a in arms if missing_rows(a, n, store)]
-    cfgs = {train_id(a.cfg): a.cfg for _, a in todo if not (runs / train_id(a.cfg) / "metrics.json").exists()}
+    work = plan_work(arms, results_dir, profile)
+    todo, cfgs, bases, stage1 = work.todo, work.refiners, work.bases, work.stage1
     check_base_checkpoints(list(cfgs.values()))
     for c in cfgs.values():  # every training's base is known before the first job starts
         check_base_weights(c)
-    bases = {
-        base_run_id(c): c
-        for c in cfgs.values()
-        if c.segmentor.weights is None and c.segmentor.train_iterations
-    }
-    bases = {k: c for k, c in bases.items() if not base_weights_path(c, runs).exists()}
-    stage1 = {
-        train_id(stage1_config(c)): c
-        for c in cfgs.values()
-        if c.train.stage1_iterations > 0 and c.train.stage2_iterations > 0
-    }
-    stage1 = {k: c for k, c in stage1.items() if not (runs / "stage1" / k / "metrics.json").exists()}
     if workers is None:
         workers = (
             1
@@ -241,11 +231,17 @@ def arms_of(
     segmentors: list[str] | None = None,
     seeds: int | list[int] | None = None,
     device: str = "auto",
+    overrides: Any = None,
+    levels: Any = None,
 ) -> list[Arm]:
-    """The arms of experiment ``name`` for a profile (datasets / segmentors / seeds default to the profile's)."""
+    """The arms of experiment ``name`` for a profile (datasets / segmentors / seeds default to the profile's).
+
+    ``overrides`` and ``levels`` make it an ablation (`diffseg.study.ablation`): both are checked before any
+    arm is built, and every arm of an ablation carries the label ``ablation = <id>``."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment '{name}'; valid experiments: {', '.join(EXPERIMENTS)}")
     profiles._check(profile=profile)
+    ablation = make_ablation(name, profile, overrides, levels)
     exp = EXPERIMENTS[name]
     ds = tuple(datasets) if datasets else exp.default_datasets[profile]
     for d in ds:
@@ -256,12 +252,15 @@ def arms_of(
         seed_list = tuple(range(seeds))
     else:
         seed_list = tuple(seeds)
-    arms = exp.arms(profile, ds, tuple(segmentors) if segmentors else None, seed_list)
+    arms = exp.arms(ablation, ds, tuple(segmentors) if segmentors else None, seed_list)
     if profile == "paper-dry":
         arms = one_of_each_kind(arms)
     if device != "auto":
         for a in arms:
             a.cfg = replace(a.cfg, device=device)
+    if not ablation.is_default:
+        for a in arms:
+            a.labels = {**a.labels, ABLATION_COLUMN: ablation.id}
     return arms
 
 
@@ -274,15 +273,30 @@ def run_experiment(
     seeds: int | list[int] | None = None,
     device: str = "auto",
     progress: bool | None = None,
+    overrides: Any = None,
+    levels: Any = None,
 ) -> pd.DataFrame:
-    """Run what the store lacks for experiment ``name`` and return its rows.
+    """Run what the store lacks for experiment ``name`` and return its rows (an ablation's with ``overrides`` /
+    ``levels``, see `arms_of`).
 
     ``progress``: one line per arm that had work to do; None (the default) prints them only when stderr is a
     terminal, so a notebook's report never carries them (`diffseg.progress.wanted`).
     """
+    arms = arms_of(name, profile, datasets, segmentors, seeds, device, overrides, levels)
+    return run_arms(arms, name, profile, results_dir, progress)
+
+
+def run_arms(
+    arms: list[Arm],
+    name: str,
+    profile: str,
+    results_dir: str | Path = "results",
+    progress: bool | None = None,
+) -> pd.DataFrame:
+    """Evaluate ``arms`` of experiment ``name`` where the store lacks them, one after the other in this process
+    (training or resuming what they need); return their rows."""
     from diffseg.progress import JobLog, wanted
 
-    arms = arms_of(name, profile, datasets, segmentors, seeds, device)
     store = open_store(results_dir, profile)
     log = JobLog(f"[{profile}] {name}", len(arms), enabled=wanted(progress))
     ids: list[str] = []
