@@ -42,6 +42,8 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	@# the notebooks' kernel (python3) as this environment's python, found first by `make lab` (JUPYTER_PATH)
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3" >/dev/null
 	@touch $(STAMP)
 
 test: setup
@@ -93,8 +95,13 @@ $(RESULTS_TABLE):
 $(REPORTS)/index.html: $(HTML) $(RESULTS_TABLE)
 	$(PY) -m diffseg report --profile $(PROFILE) --results $(RESULTS) --reports $(REPORTS)
 
+# JupyterLab with the project's own settings (.jupyter/: jupytext's notebook view is the default viewer of the .py
+# notebooks), the kernel of this environment, and the notebooks' folder as its file browser's root. A notebook run
+# there reads the committed study (paths resolve against the project root) and trains only when asked (train = True).
+LAB_PORT ?= 8888
 lab: setup
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+	JUPYTER_CONFIG_PATH=$(CURDIR)/.jupyter JUPYTER_PATH=$(CURDIR)/$(VENV)/share/jupyter $(BIN)/jupyter lab --notebook-dir=notebooks --port=$(LAB_PORT) \
+		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 bench: setup
 	$(PY) benchmarks/metrics.py

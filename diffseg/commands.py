@@ -152,11 +152,16 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--profile", default="cpu", choices=PROFILES, help="study size")
     p.add_argument("--results", default="results", help="results store root")
-    p.add_argument("--reports", default="reports", help="folder of the rendered HTML reports")
+    p.add_argument(
+        "--reports",
+        default=None,
+        help="folder of the rendered HTML reports (default: reports for cpu, reports-<profile> otherwise)",
+    )
     p.add_argument(
         "--notebook",
         default=None,
-        help="an executed notebook: render it to {reports}/<name>.html (byte-stable) instead of the index",
+        help="an executed notebook: render it to {reports}/<name>.html (byte-stable) instead of the index; an "
+        "ablation (papermill parameters levels / overrides) to {reports}/ablations/<name>-<id>.html",
     )
     p.set_defaults(func=cmd_report)
 
@@ -192,15 +197,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from diffseg.report import page_title, write_index
+    from diffseg.notebook import default_reports, rendered_page
+    from diffseg.report import write_index
 
     if args.notebook:
         from diffseg.render import render_html
 
-        stem = Path(args.notebook).name.split(".")[0]
-        path = render_html(args.notebook, Path(args.reports) / f"{stem}.html", title=page_title(stem))
+        page, title = rendered_page(args.notebook, args.reports, args.profile)
+        path = render_html(args.notebook, page, title=title)
     else:
-        path = write_index(args.profile, args.results, args.reports)
+        path = write_index(args.profile, args.results, args.reports or default_reports(args.profile))
     print(f"wrote {path}")
     return 0
 

@@ -15,8 +15,10 @@ import pandas as pd
 
 from diffseg import findings as fd
 from diffseg.atomic import atomic_write
+from diffseg.paths import project_root, resolve
 from diffseg.profiles import scale
-from diffseg.results import ResultsStore
+from diffseg.study.ablation import Ablation
+from diffseg.study.store import open_store
 
 TITLES = {
     "00_data": "The datasets",
@@ -94,7 +96,7 @@ def finding_html(finding: fd.Finding, thumbnail: str | None = None, link: bool =
 
 
 def _load(profile: str, results_dir: str | Path) -> pd.DataFrame:
-    return ResultsStore(Path(results_dir) / profile).load()
+    return open_store(results_dir, profile).load()
 
 
 def commits(df: pd.DataFrame) -> str:
@@ -106,9 +108,10 @@ def commits(df: pd.DataFrame) -> str:
 
 def portable_path(path: str | Path) -> str:
     """``path`` as a reader of the report can use it: relative to the working folder when inside it, under
-    ``$DIFFSEG_DATA`` when inside that, else only its last two parts (never the build machine's home or /tmp)."""
+    ``$DIFFSEG_DATA`` when inside that, else only its last two parts (never the build machine's home or /tmp).
+    The working folder is the project's (`diffseg.paths`), wherever the kernel started."""
     p = Path(path).resolve()
-    for root, name in ((Path.cwd(), None), (os.environ.get("DIFFSEG_DATA"), "$DIFFSEG_DATA")):
+    for root, name in ((project_root(), None), (os.environ.get("DIFFSEG_DATA"), "$DIFFSEG_DATA")):
         if root is None:
             continue
         try:
@@ -119,49 +122,47 @@ def portable_path(path: str | Path) -> str:
     return str(Path(*p.parts[-2:]))
 
 
-def page_header(stem: str, profile: str, results_dir: str | Path = "results") -> str:
-    """The HTML a report opens with: links to the index and its neighbours, the profile's scale, its finding."""
+def page_header(
+    stem: str, profile: str, results_dir: str | Path = "results", ablation: Ablation | None = None
+) -> str:
+    """The HTML a report opens with: links to the index and its neighbours, the profile's scale, its finding.
+
+    An ablation's page (``ablation`` with levels or overrides) lives in ``ablations/`` below the reports, links
+    one level up, and names the default study's verdict only by its link: its own rows are not that study."""
+    own = ablation is not None and not ablation.is_default
+    up = "../" if own else ""
     stems = list(TITLES)
     i = stems.index(stem) if stem in stems else -1
-    nav = ['<a href="index.html">&larr; index: findings at a glance</a>']
-    if i > 0:
-        nav.append(f'<a href="{stems[i - 1]}.html">previous: {html.escape(page_title(stems[i - 1]))}</a>')
-    if 0 <= i < len(stems) - 1:
-        nav.append(f'<a href="{stems[i + 1]}.html">next: {html.escape(page_title(stems[i + 1]))} &rarr;</a>')
+    nav = [f'<a href="{up}index.html">&larr; index: findings at a glance</a>']
+    if own:
+        nav.append(f'<a href="../{stem}.html">the default study of this report</a>')
+    else:
+        if i > 0:
+            nav.append(f'<a href="{stems[i - 1]}.html">previous: {html.escape(page_title(stems[i - 1]))}</a>')
+        if 0 <= i < len(stems) - 1:
+            nav.append(
+                f'<a href="{stems[i + 1]}.html">next: {html.escape(page_title(stems[i + 1]))} &rarr;</a>'
+            )
     df = _load(profile, results_dir)
-    finding = fd.finding_of_report(df, stem)
-    body = (
-        finding_html(finding)
-        if finding is not None
-        else "<p>This report tests none of the paper's findings; the index lists them.</p>"
-    )
+    if own:
+        body = (
+            "<p>This page is an ablation run: its tables hold only its own arms (with the profile's default "
+            "level as the reference). The default study's verdict is on the index.</p>"
+        )
+        commit = commits(open_store(results_dir, profile).load_ablation(ablation.id))
+    else:
+        finding = fd.finding_of_report(df, stem)
+        body = (
+            finding_html(finding)
+            if finding is not None
+            else "<p>This report tests none of the paper's findings; the index lists them.</p>"
+        )
+        commit = commits(df)
     return (
         f'<style>{_STYLE}</style><div class="ds-header"><div class="ds-nav">{" ".join(nav)}</div>'
         f'<p class="ds-scale">{html.escape(scale(profile))} Results from commit '
-        f"<code>{html.escape(commits(df))}</code>.</p>{body}</div>"
+        f"<code>{html.escape(commit)}</code>.</p>{body}</div>"
     )
-
-
-def open_experiment(
-    stem: str, name: str, profile: str, results_dir: str | Path = "results", **selection: object
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run what the store lacks for experiment ``name`` and display the opening of its report ``stem``: header,
-    introduction and provenance. ``selection``: ``datasets``, ``segmentors``, ``seeds``, ``device`` (the notebook's
-    parameters). Returns the experiment's rows and the provenance table."""
-    from IPython.display import HTML, Markdown, display
-
-    from diffseg import experiments as ex
-    from diffseg import viz
-
-    df = ex.run_experiment(name, profile=profile, results_dir=results_dir, **selection)
-    spec = ex.EXPERIMENTS[name]
-    display(HTML(page_header(stem, profile, results_dir)))
-    display(
-        Markdown(viz.experiment_intro(spec.title, spec.finding, spec.description, ex.profile_notes(profile)))
-    )
-    provenance = viz.provenance_table(df)
-    display(provenance)
-    return df, provenance
 
 
 def headline_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -200,7 +201,7 @@ def _reproduce_command(profile: str) -> str:
 
 def write_index(profile: str, results_dir: str | Path, reports_dir: str | Path) -> Path:
     """Write ``{reports_dir}/index.html``: the profile's scale, every finding's card, the headline table, links."""
-    reports_dir = Path(reports_dir)
+    reports_dir = resolve(reports_dir)
     df = _load(profile, results_dir)
     cards = []
     for finding in fd.all_findings(df):

@@ -21,23 +21,23 @@
 # %% tags=["parameters"]
 profile = "cpu"
 results_dir = "results"
-reports_dir = "reports"
+reports_dir = None  # None: the profile's (reports/ for cpu, reports-<profile>/ otherwise)
 device = "auto"
 datasets = ["ade20k", "cityscapes"]
 max_items = None  # cap on the items scanned for class frequencies (None: the whole split)
 
 # %%
-from pathlib import Path
 
 import pandas as pd
 from IPython.display import HTML, Markdown, display
 
 from diffseg import data as dsdata
 from diffseg import experiments as ex
-from diffseg import report, viz
+from diffseg import notebook, report, viz
+from diffseg.paths import resolve
 
-tables_dir = Path(reports_dir) / "tables"
-figures_dir = Path(reports_dir) / "figures"
+# folders resolve against the project root, wherever the kernel started (diffseg.paths)
+results_dir, tables_dir, figures_dir = notebook.open_report(profile, results_dir, reports_dir)
 display(HTML(report.page_header("00_data", profile, results_dir)))
 display(Markdown(ex.profile_notes(profile)))
 
@@ -46,15 +46,16 @@ splits: dict[str, dict[str, object]] = {}
 rows = []
 for name in datasets:
     cfg = ex.data_config(name, profile)
+    root = resolve(cfg.root)  # a relative root is the project's, wherever the kernel started
     if cfg.synthetic:
         dsdata.ensure_synthetic(cfg)
     for split in ("train", "val"):
         try:
             # the raw dataset (no test pipeline): images in [0, 1], not normalised, at their stored size
             if name == "ade20k":
-                ds = dsdata.ADE20K(cfg.root, split, reduce_zero_label=cfg.reduce_zero_label)
+                ds = dsdata.ADE20K(root, split, reduce_zero_label=cfg.reduce_zero_label)
             else:
-                ds = dsdata.Cityscapes(cfg.root, split)
+                ds = dsdata.Cityscapes(root, split)
         except FileNotFoundError as e:
             display(Markdown(f"**{name} / {split} is not available:** {e}"))
             continue
@@ -65,7 +66,7 @@ for name in datasets:
                 "split": split,
                 "images": len(ds),
                 "classes": ds.num_classes,
-                "root": report.portable_path(cfg.root),
+                "root": report.portable_path(root),
                 "synthetic": cfg.synthetic,
             }
         )

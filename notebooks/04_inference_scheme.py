@@ -22,34 +22,39 @@
 # %% tags=["parameters"]
 profile = "cpu"
 results_dir = "results"
-reports_dir = "reports"
+reports_dir = None  # None: the profile's (reports/ for cpu, reports-<profile>/ otherwise)
 device = "auto"
 datasets = None  # None: the profile's datasets (ablations: ADE20K only under smoke / cpu)
 segmentors = None  # None: the profile's base segmentors
 seeds = None  # None: the profile's seeds
+# overrides: config overrides applied to every arm, in the CLI's syntax, e.g. ["train.stage2_iterations=200"]
+overrides = []
+levels = {}  # {factor: [values]} to run instead of the defaults; factors here: sampler, num_evals
+train = None  # None: train missing rows, except inside JupyterLab (there, set True to train)
 
 # %%
-from pathlib import Path
-
 from IPython.display import Markdown, display
 
-from diffseg import report, viz
+from diffseg import notebook, viz
 
 NAME = "inference_scheme"
-tables_dir = Path(reports_dir) / "tables"
-figures_dir = Path(reports_dir) / "figures"
 
 # %%
-df, provenance = report.open_experiment(
+run = notebook.open_experiment(
     "04_inference_scheme",
     NAME,
     profile,
     results_dir,
+    reports_dir,
     datasets=datasets,
     segmentors=segmentors,
     seeds=seeds,
     device=device,
+    overrides=overrides,
+    levels=levels,
+    train=train,
 )
+df, provenance, tables_dir, figures_dir = run.rows, run.provenance, run.tables_dir, run.figures_dir
 
 # %% [markdown]
 # ## Final-step mIoU and mBIoU per sampler and number of network evaluations

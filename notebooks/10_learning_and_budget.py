@@ -23,19 +23,18 @@
 # %% tags=["parameters"]
 profile = "cpu"
 results_dir = "results"
-reports_dir = "reports"
+reports_dir = None  # None: the profile's (reports/ for cpu, reports-<profile>/ otherwise)
 device = "auto"  # the common parameter set; this report only reads the results store
 
 # %%
-from pathlib import Path
 
 from IPython.display import HTML, Markdown, display
 
-from diffseg import budget, curves, profiles, report, viz
+from diffseg import budget, curves, notebook, profiles, report, viz
 from diffseg import experiments as ex
 
-tables_dir = Path(reports_dir) / "tables"
-figures_dir = Path(reports_dir) / "figures"
+# folders resolve against the project root, wherever the kernel started (diffseg.paths)
+results_dir, tables_dir, figures_dir = notebook.open_report(profile, results_dir, reports_dir)
 df = ex.load_results(profile, results_dir)
 display(HTML(report.page_header("10_learning_and_budget", profile, results_dir)))
 has_curves = not budget.curve_rows(df).empty

@@ -177,3 +177,88 @@ def test_committed_index_shows_the_findings() -> None:
     index = (COMMITTED / "index.html").read_text()
     assert "Findings at a glance" in index and index.count('class="ds-finding"') == 4
     assert not page_problems(index) and "+dirty" not in index
+
+
+# ---- parameterised runs and the kernel's working folder ------------------------------------------------------
+def _listing(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_an_ablation_run_from_notebooks_runs_only_its_arms_and_states_its_parameters(
+    smoke_study, tmp_path
+) -> None:
+    """The README's worked ablation, from a kernel started in notebooks/ and with papermill's text parameters:
+    its own arms only (the default level as the reference), its own folder, the default study untouched."""
+    from diffseg.notebook import rendered_page
+    from diffseg.results import ResultsStore
+
+    results, reports = smoke_study
+    store = ResultsStore(results / "smoke")
+    default_rows = store.load()
+    default_tables = {p.name: p.read_bytes() for p in (reports / "tables").glob("05_*")}
+    before = _listing(ROOT / "notebooks")
+    nb = jupytext.read(ROOT / "notebooks" / "05_schedule_and_T.py")
+    src = tmp_path / "05_schedule_and_T.ipynb"
+    nbformat.write(nb, src)
+    out = tmp_path / "05_ablation.ipynb"
+    levels, overrides = '{"num_steps": [5]}', '["train.stage2_iterations=6"]'
+    papermill.execute_notebook(
+        str(src),
+        str(out),
+        parameters={"profile": "smoke", "results_dir": str(results), "reports_dir": str(reports),
+                    "levels": levels, "overrides": overrides},
+        kernel_name="python3",
+        cwd=str(ROOT / "notebooks"),
+        progress_bar=False,
+    )  # fmt: skip
+    assert _listing(ROOT / "notebooks") == before, "the run wrote under notebooks/"
+    assert store.load().equals(default_rows), "the default study's table changed"
+    assert {p.name: p.read_bytes() for p in (reports / "tables").glob("05_*")} == default_tables
+    ablation = ex.arms_of("schedule_and_T", "smoke", overrides=overrides, levels=levels)[0].labels["ablation"]
+    rows = store.load_ablation(ablation)
+    refined = rows[(rows["method"] == "refined") & (rows["test"] == "ss")]
+    assert set(zip(refined["schedule"], refined["num_steps"])) == {
+        ("linear", 10),
+        ("linear", 5),
+        ("cosine", 5),
+    }
+    page, title = rendered_page(out, reports, "smoke")
+    assert page == reports / "ablations" / f"05_schedule_and_T-{ablation}.html" and ablation in title
+    html = render_html(out, page, title=title).read_text()
+    assert (
+        "A parameterised run" in html
+        and "levels of num_steps: 5" in html
+        and "train.stage2_iterations=6" in html
+    )
+    assert 'href="../index.html"' in html and not page_problems(html)
+    assert (
+        reports / "ablations" / f"05_schedule_and_T-{ablation}" / "tables" / "05_schedule_and_T.csv"
+    ).is_file()
+
+
+COMMITTED_STORE = ROOT / "results" / "cpu" / "results.parquet"
+
+
+@pytest.mark.skipif(not COMMITTED_STORE.is_file(), reason="no committed cpu study")
+def test_a_kernel_started_in_notebooks_reads_the_committed_study(tmp_path) -> None:
+    """`papermill --cwd notebooks` (as JupyterLab starts kernels) and a run from the project root read the same
+    committed store and give the same tables; nothing appears under notebooks/ and nothing trains."""
+    before = _listing(ROOT / "notebooks")
+    nb = jupytext.read(ROOT / "notebooks" / "01_main_results.py")
+    src = tmp_path / "01.ipynb"
+    nbformat.write(nb, src)
+    tables = {}
+    for where, cwd in (("notebooks", ROOT / "notebooks"), ("root", ROOT)):
+        papermill.execute_notebook(
+            str(src),
+            str(tmp_path / f"01-{where}.ipynb"),
+            parameters={"reports_dir": str(tmp_path / where), "train": False},  # missing rows would raise
+            kernel_name="python3",
+            cwd=str(cwd),
+            progress_bar=False,
+        )
+        tables[where] = {p.name: p.read_bytes() for p in (tmp_path / where / "tables").glob("*")}
+    assert tables["notebooks"] and tables["notebooks"] == tables["root"]
+    committed = ROOT / "reports" / "tables" / "01_main_results.csv"
+    assert tables["root"]["01_main_results.csv"] == committed.read_bytes()
+    assert _listing(ROOT / "notebooks") == before
