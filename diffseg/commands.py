@@ -143,6 +143,9 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:
         help="parallel processes (default: one single-threaded process per CPU core; 1 on CUDA)",
     )
     p.add_argument("--data-only", action="store_true", help="only write the synthetic datasets")
+    from diffseg.study.slurm import add_arguments
+
+    add_arguments(p)
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser(
@@ -185,8 +188,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.data_only:
         return 0
     t0 = time.time()
+    from diffseg.study.slurm import options_from_args
+
     df = ex.sweep(
-        args.profile, args.results, experiments=args.experiments, workers=args.workers, device=args.device
+        args.profile,
+        args.results,
+        experiments=args.experiments,
+        workers=args.workers,
+        device=args.device,
+        executor=args.executor,
+        slurm=options_from_args(args) if args.executor == "slurm" else None,
     )
     store = ResultsStore(Path(args.results) / args.profile)
     print(

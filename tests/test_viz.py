@@ -539,6 +539,31 @@ def _fake_experiments_module() -> types.ModuleType:
     return ex
 
 
+def _fake_notebook_module() -> types.ModuleType:
+    """`diffseg.notebook` as the notebooks use it: open_experiment -> rows, provenance and output folders."""
+    from diffseg import report, viz
+
+    nb = types.ModuleType("diffseg.notebook")
+
+    def open_experiment(stem, name, profile, results_dir="results", reports_dir=None, **params):
+        selection = {k: params.get(k) for k in ("datasets", "segmentors", "seeds")}
+        df = _fake_run_experiment(name, profile, results_dir, **selection)
+        print(report.page_title(stem))
+        provenance = viz.provenance_table(df)
+        out = Path(reports_dir or "reports")
+        return types.SimpleNamespace(
+            rows=df, provenance=provenance, tables_dir=out / "tables", figures_dir=out / "figures"
+        )
+
+    nb.open_experiment = open_experiment
+    nb.open_report = lambda profile, results_dir="results", reports_dir=None: (
+        Path(results_dir),
+        Path(reports_dir or "reports") / "tables",
+        Path(reports_dir or "reports") / "figures",
+    )
+    return nb
+
+
 def _fake_data_module() -> types.ModuleType:
     data = types.ModuleType("diffseg.data")
     data.ensure_synthetic = lambda cfg: None
@@ -551,7 +576,12 @@ def _fake_data_module() -> types.ModuleType:
 def fake_library(monkeypatch, tmp_path):
     import diffseg
 
-    for name, mod in (("experiments", _fake_experiments_module()), ("data", _fake_data_module())):
+    fakes = (
+        ("experiments", _fake_experiments_module()),
+        ("data", _fake_data_module()),
+        ("notebook", _fake_notebook_module()),
+    )
+    for name, mod in fakes:
         monkeypatch.setitem(sys.modules, f"diffseg.{name}", mod)
         monkeypatch.setattr(diffseg, name, mod, raising=False)
     monkeypatch.chdir(tmp_path)

@@ -77,8 +77,7 @@ class WorkPlan:
         ]
         seconds = self.estimate_seconds(jobs_csv) if jobs_csv is not None else None
         when = (
-            f"about {seconds / 60:.0f} min in this process (medians of {jobs_csv.name}; more with several "
-            "threads' contention, less on a GPU)"
+            f"about {seconds / 60:.0f} min (from the medians of {jobs_csv.name}, one job at a time on one core)"
             if seconds is not None and seconds >= 90
             else f"about {seconds:.0f} s (medians of {jobs_csv.name})"
             if seconds is not None
