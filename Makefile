@@ -66,9 +66,12 @@ reproduce: setup
 data: setup
 	$(PY) -m diffseg sweep --profile $(PROFILE) --results $(RESULTS) --data-only
 
-# Trains and evaluates whatever the results store lacks (resumable; a second run only loads), one process.
+# Trains and evaluates whatever the results store lacks (resumable; a second run only loads). EXECUTOR=slurm runs
+# the jobs on a Slurm cluster (SLURM_ARGS: its --slurm-* options, README "On a Slurm cluster").
+EXECUTOR ?= local
+SLURM_ARGS ?=
 sweep: setup
-	$(PY) -m diffseg sweep --profile $(PROFILE) --results $(RESULTS)
+	$(PY) -m diffseg sweep --profile $(PROFILE) --results $(RESULTS) --executor $(EXECUTOR) $(SLURM_ARGS)
 
 reports: $(REPORTS)/index.html
 

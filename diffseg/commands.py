@@ -187,6 +187,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             check_dataset(ds, root)
     if args.data_only:
         return 0
+    if args.status:
+        from diffseg.study.slurm_sweep import status
+
+        names = args.experiments or list(ex.EXPERIMENTS)
+        print(
+            status([(n, a) for n in names for a in ex.arms_of(n, args.profile)], args.profile, args.results)
+        )
+        return 0
     t0 = time.time()
     from diffseg.study.slurm import options_from_args
 
@@ -198,7 +206,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         device=args.device,
         executor=args.executor,
         slurm=options_from_args(args) if args.executor == "slurm" else None,
+        wait=not args.no_wait,
     )
+    if args.no_wait:
+        return 0
     store = ResultsStore(Path(args.results) / args.profile)
     print(
         f"sweep done in {time.time() - t0:.0f} s; {len(df)} rows in {store.root / 'results.parquet'} "

@@ -109,6 +109,14 @@ def add_arguments(p: Any) -> None:
         help="where jobs run: processes on this machine, or a Slurm cluster through submitit (one job array per "
         "phase; job logs under results/<profile>/slurm/logs)",
     )
+    p.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="with --executor slurm: submit every phase (each after the one before) and exit",
+    )
+    p.add_argument(
+        "--status", action="store_true", help="print what the store lacks and the recorded Slurm jobs' states"
+    )
     g = p.add_argument_group("Slurm (with --executor slurm; default: the profile's resources per job kind)")
     g.add_argument("--slurm-partition", default=None, help="partition (sbatch --partition)")
     g.add_argument("--slurm-account", default=None, help="account (sbatch --account)")
@@ -223,11 +231,16 @@ class SlurmExecutor:
         self.poll_s = poll_s
         self.record = JobRecord(self.folder / JOBS_RECORD)
 
-    def _executor(self, kind: str) -> submitit.AutoExecutor:
+    def _executor(self, kind: str, after: Sequence[str] = ()) -> submitit.AutoExecutor:
+        """submitit's executor for jobs of ``kind``; with ``after`` (job ids) they start once those ended, well
+        or not (a job whose input failed trains or fails on its own, and is reported by name)."""
         ex = submitit.AutoExecutor(folder=self.folder / "logs", cluster="slurm")
-        ex.update_parameters(
-            name=f"diffseg-{self.profile}-{kind}", **self.options.parameters(self.profile, kind)
-        )
+        params = self.options.parameters(self.profile, kind)
+        if after:
+            arrays = sorted({str(i).split("_")[0] for i in after})
+            extra = dict(params.pop("slurm_additional_parameters", {}))
+            params["slurm_additional_parameters"] = {**extra, "dependency": "afterany:" + ":".join(arrays)}
+        ex.update_parameters(name=f"diffseg-{self.profile}-{kind}", **params)
         return ex
 
     def attach(self, key: str) -> submitit.Job | None:
@@ -238,13 +251,14 @@ class SlurmExecutor:
         job = submitit.SlurmJob(folder=self.folder / "logs", job_id=job_id)
         return job if not job.done() and _alive(job) else None
 
-    def submit(self, jobs: list[tuple[str, Any]], keys: list[str]) -> list[Any]:
-        """Submit ``jobs`` (sweep jobs, one kind) as one array, or re-attach to each one's running job."""
+    def submit(self, jobs: list[tuple[str, Any]], keys: list[str], after: Sequence[str] = ()) -> list[Any]:
+        """Submit ``jobs`` (sweep jobs, one kind) as one array, or re-attach to each one's running job;
+        ``after``: job ids the new ones wait for (the previous phase, when the driver does not wait)."""
         handles: list[Any] = [self.attach(k) for k in keys]
         fresh = [i for i, h in enumerate(handles) if h is None]
         if fresh:
             kind = jobs[fresh[0]][0]
-            submitted = self._executor(kind).map_array(SweepTask(), [jobs[i] for i in fresh])
+            submitted = self._executor(kind, after).map_array(SweepTask(), [jobs[i] for i in fresh])
             for i, job in zip(fresh, submitted):
                 handles[i] = job
             self.record.update({keys[i]: handles[i].job_id for i in fresh})
@@ -260,6 +274,17 @@ class SlurmExecutor:
         """Run one phase: submit (or re-attach), then wait, calling ``finished(result)`` for each job that
         ends well; returns the failures (the phase's other jobs still run to their end)."""
         handles = self.submit(jobs, keys)
+        return self.wait(jobs, keys, handles, finished, status)
+
+    def wait(
+        self,
+        jobs: list[tuple[str, Any, str]],
+        keys: list[str],
+        handles: list[Any],
+        finished: Callable[[Any], None],
+        status: Callable[[str], None] | None = None,
+    ) -> list[Failure]:
+        """Wait for submitted ``handles`` (see `run`)."""
         pending = dict(enumerate(handles))
         failures: list[Failure] = []
         while pending:
@@ -280,6 +305,23 @@ class SlurmExecutor:
             if pending:
                 time.sleep(self.poll_s)
         return failures
+
+    def states(self) -> dict[str, str]:
+        """Every recorded job's state: pending, running, done or failed (for ``diffseg sweep --status``)."""
+        out = {}
+        for key, job_id in sorted(self.record.load().items()):
+            job = submitit.SlurmJob(folder=self.folder / "logs", job_id=job_id)
+            if job.done():
+                try:
+                    job.result()
+                    out[key] = "done"
+                except Exception:
+                    out[key] = "failed"
+            elif _alive(job):
+                out[key] = "running" if job.state == "RUNNING" else "pending"
+            else:
+                out[key] = "failed"
+        return out
 
     @staticmethod
     def counts(handles: list[Any], failures: list[Failure]) -> str:

@@ -21,7 +21,7 @@ from diffseg.study.ablation import ABLATION_COLUMN, make_ablation
 from diffseg.study.arms import Arm
 from diffseg.study.catalogue import EXPERIMENTS
 from diffseg.study.execution import ensure_trained, missing_rows, run_or_load, train_base, train_stage1
-from diffseg.study.identity import base_run_id, eval_id, stage1_config, train_id
+from diffseg.study.identity import train_id
 from diffseg.study.jobs import JOBS_FILE, JobTable
 from diffseg.study.plan import plan_work
 from diffseg.study.store import open_store, runs_folder
@@ -132,12 +132,13 @@ def sweep(
     progress: bool = True,
     executor: str = "local",
     slurm: Any = None,
+    wait: bool = True,
 ) -> pd.DataFrame:
     """Run everything the store lacks for ``experiments`` (default: all), ``workers`` processes at a time.
 
     ``executor``: "local" (processes on this machine) or "slurm" (one job array per phase through submitit,
     `diffseg.study.slurm`; ``slurm`` its `SlurmOptions`). What runs is decided here either way; the executor only
-    decides where.
+    decides where. ``wait=False`` (Slurm only) submits every phase, each waiting for the one before, and returns.
 
     With ``progress``, one line per finished job goes to stderr (`diffseg.progress.JobLog`).
 
@@ -177,7 +178,9 @@ def sweep(
     ]
     table = JobTable(store.root / JOBS_FILE)
     if executor == "slurm":
-        _run_on_slurm(phases, profile, store.root / "slurm", slurm, table, progress)
+        from diffseg.study.slurm_sweep import run_on_slurm
+
+        run_on_slurm(phases, profile, store.root / "slurm", slurm, table, progress, wait)
         return store.consolidate()
     if executor != "local":
         raise ValueError(f"unknown executor '{executor}'; valid executors: local, slurm")
@@ -197,46 +200,6 @@ def sweep(
             pool.close()
             pool.join()
     return store.consolidate()
-
-
-class SweepFailed(RuntimeError):
-    """Jobs of a sweep failed; the message lists each with its error's last line and its log."""
-
-
-def job_key(job: tuple[str, Any, str]) -> str:
-    """What a sweep job computes, as a stable key (its Slurm job is recorded under it)."""
-    kind, args, _ = job
-    if kind == "eval":
-        arm, experiment = args[0], args[1]
-        return f"eval-{eval_id(arm.cfg, arm.evals[0], experiment, arm.labels)}"
-    cfg = args[0]
-    if kind == "base":
-        return f"base-{base_run_id(cfg)}"
-    if kind == "stage1":
-        return f"stage1-{train_id(stage1_config(cfg))}"
-    return f"train-{train_id(cfg)}"
-
-
-def _run_on_slurm(phases, profile: str, folder: Path, options: Any, table: JobTable, progress: bool) -> None:
-    """Each phase as one Slurm job array, waited for before the next; failures listed at the end."""
-    from diffseg.progress import JobLog
-    from diffseg.study.slurm import SlurmExecutor
-
-    ex = SlurmExecutor(folder, profile, options)
-    failures = []
-    for title, jobs in phases:
-        if not jobs:
-            continue
-        log = JobLog(f"[{profile}] {title} (slurm)", len(jobs), enabled=progress)
-
-        def finished(res: tuple[str, float, int | None, int, str], log=log, title=title) -> None:
-            label, seconds, iterations, peak, dev = res
-            log.finished(label, seconds, iterations, peak)
-            table.add(title, label, seconds, iterations, peak, dev)
-
-        failures += ex.run(jobs, [job_key(j) for j in jobs], finished)
-    if failures:
-        raise SweepFailed(f"{len(failures)} job(s) failed: " + "; ".join(f.line() for f in failures))
 
 
 def one_of_each_kind(arms: list[Arm]) -> list[Arm]:
