@@ -39,15 +39,30 @@ def _rows(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_a_smoke_sweep_through_slurm_gives_the_local_sweeps_rows_bit_for_bit(tmp_path, monkeypatch) -> None:
+    """Submitted without waiting (every phase at once), shown by --status, then waited for by the same sweep
+    started again, which re-attaches to the recorded jobs: the local sweep's rows, value for value."""
+    from diffseg.study.slurm_sweep import status
+
     monkeypatch.setenv("DIFFSEG_DATA", str(tmp_path / "data"))  # the Slurm jobs inherit it
     local = ex.sweep("smoke", tmp_path / "local" / "results", ["main_results"], workers=2, progress=False)
+    results = tmp_path / "slurm" / "results"
+    ex.sweep(
+        "smoke", results, ["main_results"], executor="slurm", slurm=SlurmOptions(), wait=False, progress=False
+    )
+    arms = [("main_results", a) for a in ex.arms_of("main_results", "smoke")]
+    assert "slurm jobs: pending" in status(arms, "smoke", results)
+    record = (results / "smoke" / "slurm" / "jobs.json").read_text()
     slurm = ex.sweep(
-        "smoke", tmp_path / "slurm" / "results", ["main_results"], executor="slurm", slurm=SlurmOptions(),
-        progress=False,
-    )  # fmt: skip
+        "smoke", results, ["main_results"], executor="slurm", slurm=SlurmOptions(), progress=False
+    )
+    assert (
+        results / "smoke" / "slurm" / "jobs.json"
+    ).read_text() == record  # re-attached, nothing resubmitted
     assert len(local) and _rows(local).equals(_rows(slurm))
-    record = (tmp_path / "slurm" / "results" / "smoke" / "slurm" / "jobs.json").read_text()
     assert "train-" in record and "eval-" in record and "base-" in record
+    assert status(arms, "smoke", results).startswith("[smoke] store") and "complete" in status(
+        arms, "smoke", results
+    )
 
 
 def test_a_failing_job_is_reported_with_its_error_and_log_and_the_rest_still_run(tmp_path) -> None:
