@@ -50,7 +50,6 @@ class Check:
     why: str
     full_base: bool = False  # a base trained to its end, because a sampled refiner needs it
     base_key: str = ""  # a refiner's base curve key ("" for a base, or a base with its own weights)
-    note: str = ""
 
 
 @dataclass

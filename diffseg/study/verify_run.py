@@ -229,46 +229,56 @@ def _ensure_data(checks: list[Check]) -> None:
 
 
 def _run_all(checks, tmp, runs, workers, threads, kernels, tolerance, rows, err) -> dict[str, dict[str, Any]]:
-    """Every runnable check, bases first (longest first) and each refiner as soon as its base is there."""
-    from diffseg.study.identity import base_weights_path
+    """Every runnable check, bases first (longest first) and each refiner as soon as its base is there.
 
-    folder = str(Path(tmp) / "runs")
+    Refiners whose first point comes from one training (arms sharing a stage 1) are trained once, and each job
+    has its own folder, so two workers never write one run folder."""
+    import torch
+
+    from diffseg.study.identity import base_weights_path
+    from diffseg.study.verify import first_point_training
+
     results: dict[str, dict[str, Any]] = {}
     bases = sorted(
         (c for c in checks if c.kind == "base" and c.cfg is not None),
         key=lambda c: (not c.full_base, -c.cfg.segmentor.train_iterations),
     )
-    refs = [c for c in checks if c.kind == "refiner" and c.cfg is not None]
-    waiting: dict[str, list[Check]] = {}
-    ready: list[tuple[Check, str | None]] = []
+    groups: dict[tuple[str, int], list[Check]] = {}
+    for c in checks:
+        if c.kind == "refiner" and c.cfg is not None:
+            groups.setdefault((first_point_training(c.cfg), c.points[0]), []).append(c)
+    waiting: dict[str, list[list[Check]]] = {}
+    ready: list[tuple[list[Check], str | None]] = []
     full = {c.key for c in bases if c.full_base}
-    for c in refs:
+    for group in groups.values():
+        c = group[0]
         local = base_weights_path(c.cfg, runs)
         if c.base_key in full:
-            waiting.setdefault(c.base_key, []).append(c)
+            waiting.setdefault(c.base_key, []).append(group)
         elif c.base_key and local.exists():
-            c.note = f"base reused from {local.parent} (not re-trained)"
-            ready.append((c, str(local)))
+            ready.append((group, str(local)))  # read only: hard-linked into the temporary run folder
         else:
-            ready.append((c, None))  # a base that brings its own weights, or one the training makes itself
-    total = len(bases) + len(refs)
+            ready.append(
+                (group, None)
+            )  # a base that brings its own weights, or one the training makes itself
+    total = len(bases) + sum(len(g) for g in groups.values())
     done: queue.Queue = queue.Queue()
+    folders = iter(range(1_000_000))
 
-    def submit(call, check: Check, args: tuple) -> None:
+    def submit(call, group: list[Check], *args: Any) -> None:
+        args = (group[0].cfg, str(Path(tmp) / f"job{next(folders)}"), *args)
         if pool is None:
             try:
-                done.put((check, call(*args), None))
+                done.put((group, call(*args), None))
             except Exception as e:  # a failed training is a failed check, named in the table
-                done.put((check, None, e))
+                done.put((group, None, e))
             return
         pool.apply_async(
             call,
             args,
-            callback=lambda r: done.put((check, r, None)),
-            error_callback=lambda e: done.put((check, None, e)),
+            callback=lambda r: done.put((group, r, None)),
+            error_callback=lambda e: done.put((group, None, e)),
         )
-
-    import torch
 
     pool = _pool(workers, threads, kernels) if workers > 0 else None
     own_threads = torch.get_num_threads()
@@ -276,20 +286,24 @@ def _run_all(checks, tmp, runs, workers, threads, kernels, tolerance, rows, err)
         torch.set_num_threads(threads)  # in this process: its thread count for the trainings, then back
     try:
         for c in bases:
-            submit(_run_base, c, (c.cfg, folder, None if c.full_base else c.points[0]))
-        for c, weights in ready:
-            submit(_run_refiner, c, (c.cfg, folder, weights, c.points[0]))
+            submit(_run_base, [c], None if c.full_base else c.points[0])
+        for group, weights in ready:
+            submit(_run_refiner, group, weights, group[0].points[0])
         while len(results) < total:
-            check, res, error = done.get()
-            if res is not None and check.full_base:
-                check.points = sorted(int(i) for i in res["curve"]["iteration"].unique())
-                weights = res.get("weights")
-                for r in waiting.pop(check.key, []):
-                    submit(_run_refiner, r, (r.cfg, folder, weights, r.points[0]))
-            for r in waiting.pop(check.key, []) if res is None else []:
-                results[r.key] = {"error": f"its base {check.label} failed"}
-            results[check.key] = res if res is not None else {"error": f"{type(error).__name__}: {error}"}
-            _progress(check, results[check.key], rows, tolerance, len(results), total, err)
+            group, res, error = done.get()
+            if res is not None and group[0].full_base:
+                group[0].points = sorted(int(i) for i in res["curve"]["iteration"].unique())
+                for g in waiting.pop(group[0].key, []):
+                    submit(_run_refiner, g, res.get("weights"), g[0].points[0])
+            failed = [] if res is not None else waiting.pop(group[0].key, [])
+            for check in group + [c for g in failed for c in g]:
+                if res is not None:
+                    results[check.key] = res
+                elif check in group:
+                    results[check.key] = {"error": f"{type(error).__name__}: {error}"}
+                else:
+                    results[check.key] = {"error": f"its base ({group[0].label}) failed to train"}
+                _progress(check, results[check.key], rows, tolerance, len(results), total, err)
     finally:
         torch.set_num_threads(own_threads)
         if pool is not None:
