@@ -4,6 +4,7 @@
 #   make reproduce PROFILE=paper ADE20K_ROOT=... CITYSCAPES_ROOT=...   the paper-scale study on GPUs
 #   make reproduce PROFILE=paper DRY_RUN=1   the paper study for two iterations a stage (checks it runs)
 #   make -j4 reproduce                   notebooks render in parallel (the sweep runs first, alone)
+#   make verify                          re-make a sample of the committed results here and compare them
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -31,7 +32,7 @@ HTML := $(patsubst %,$(REPORTS)/%.html,$(NAMES))
 BUILD := build/$(PROFILE)
 RESULTS_TABLE := $(RESULTS)/$(PROFILE)/results.parquet
 
-.PHONY: setup test lint format reproduce sweep data reports lab bench clean parity
+.PHONY: setup test lint format reproduce sweep data reports lab bench clean parity verify
 .DELETE_ON_ERROR:
 .SECONDARY:
 
@@ -72,6 +73,11 @@ EXECUTOR ?= local
 SLURM_ARGS ?=
 sweep: setup
 	$(PY) -m diffseg sweep --profile $(PROFILE) --results $(RESULTS) --executor $(EXECUTOR) $(SLURM_ARGS)
+
+# Re-trains a sample of the store's trainings up to their first learning-curve point and compares them with the
+# committed values (exit 1 on any difference); writes nothing under the store or runs/.
+verify: setup
+	$(PY) -m diffseg verify --profile $(PROFILE) --results $(RESULTS)
 
 reports: $(REPORTS)/index.html
 

@@ -1,4 +1,4 @@
-"""The `train`, `eval` and `refine` commands (registered in diffseg/cli.py)."""
+"""The `train`, `eval`, `refine`, `sweep`, `report` and `verify` commands (registered in diffseg/cli.py)."""
 
 from __future__ import annotations
 
@@ -167,6 +167,56 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:
         "ablation (papermill parameters levels / overrides) to {reports}/ablations/<name>-<id>.html",
     )
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "verify",
+        help="re-train a sample of the store's trainings to their first learning-curve point and compare",
+        formatter_class=HELP_FMT,
+        description="Does this machine give the committed numbers? Re-trains (in a temporary folder) every base "
+        "segmentor and one refiner per dataset x segmentor and per finding up to its first recorded curve point, "
+        "and compares every value there with the store's. Exit status 0 when all match. Writes nothing under the "
+        "results store or runs/.",
+    )
+    p.add_argument("--profile", default="cpu", choices=PROFILES, help="study size")
+    p.add_argument("--results", default="results", help="results store root")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--sample", type=int, default=None, help="re-make the first N trainings of the sample order"
+    )
+    group.add_argument("--all", action="store_true", help="re-make every training of the store")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="allowed difference (mIoU as a fraction); default 0 on CPU, on GPU 0.01 unless the rows were made "
+        "with deterministic algorithms",
+    )
+    p.add_argument("--device", default=None, help="cpu | cuda (default: the device the rows record)")
+    p.add_argument(
+        "--cpu-kernels",
+        default=None,
+        choices=("avx2", "avx512", "native"),
+        help="CPU kernels the workers may use (default: the recorded machine's level, else avx2)",
+    )
+    p.add_argument("--workers", type=int, default=None, help="processes (default: one per core; 1 on CUDA)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per worker (the sweep's: 1)")
+    p.set_defaults(func=cmd_verify)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from diffseg.study.verify_run import verify
+
+    return verify(
+        args.profile,
+        args.results,
+        sample=args.sample,
+        everything=args.all,
+        tolerance=args.tolerance,
+        device=args.device,
+        cpu_kernels=args.cpu_kernels,
+        workers=args.workers,
+        threads=args.threads,
+    )
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

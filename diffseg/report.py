@@ -106,6 +106,14 @@ def commits(df: pd.DataFrame) -> str:
     return ", ".join(sorted(map(str, df["git_commit"].dropna().unique())))
 
 
+def made_on(df: pd.DataFrame, profile: str, results_dir: str | Path) -> str:
+    """Which machine(s) made the rows ``df`` of the store, from its machines table (`diffseg.machines.made_on`):
+    the store's data, never the host that renders the page."""
+    from diffseg import machines
+
+    return machines.made_on(df, machines.load(open_store(results_dir, profile).root))
+
+
 def portable_path(path: str | Path) -> str:
     """``path`` as a reader of the report can use it: relative to the working folder when inside it, under
     ``$DIFFSEG_DATA`` when inside that, else only its last two parts (never the build machine's home or /tmp).
@@ -149,7 +157,7 @@ def page_header(
             "<p>This page is an ablation run: its tables hold only its own arms (with the profile's default "
             "level as the reference). The default study's verdict is on the index.</p>"
         )
-        commit = commits(open_store(results_dir, profile).load_ablation(ablation.id))
+        rows = open_store(results_dir, profile).load_ablation(ablation.id)
     else:
         finding = fd.finding_of_report(df, stem)
         body = (
@@ -157,11 +165,13 @@ def page_header(
             if finding is not None
             else "<p>This report tests none of the paper's findings; the index lists them.</p>"
         )
-        commit = commits(df)
+        rows = df
+    commit = commits(rows)
     return (
         f'<style>{_STYLE}</style><div class="ds-header"><div class="ds-nav">{" ".join(nav)}</div>'
         f'<p class="ds-scale">{html.escape(scale(profile))} Results from commit '
-        f"<code>{html.escape(commit)}</code>.</p>{body}</div>"
+        f"<code>{html.escape(commit)}</code>. {html.escape(made_on(rows, profile, results_dir))}</p>"
+        f"{body}</div>"
     )
 
 
@@ -227,7 +237,7 @@ code {{ background: #f4f4f4; padding: 0 .2rem; }}
 {_STYLE}
 </style></head><body>
 <h1>diffseg: Denoising Diffusion Semantic Segmentation with Mask Prior Modeling, reproduced</h1>
-<p class="ds-scale">{html.escape(scale(profile))}</p>
+<p class="ds-scale">{html.escape(scale(profile))} {html.escape(made_on(df, profile, results_dir))}</p>
 <p>Profile <code>{html.escape(profile)}</code> &middot; results from commit <code>{html.escape(commits(df))}</code>
 &middot; {len(df)} result rows &middot; up to {n_seeds} seed(s) per setting.</p>
 <h2>Findings at a glance</h2>
@@ -254,6 +264,7 @@ __all__ = [
     "commits",
     "finding_html",
     "headline_table",
+    "made_on",
     "page_header",
     "page_title",
     "portable_path",

@@ -6,6 +6,7 @@ Layout under ``root`` (e.g. ``results/cpu``)::
                               interrupted run leaves no partial rows and parallel notebooks never collide
     artifacts/<run_id>.npz    arrays for the figure notebooks (predictions per step, trajectories, prior samples)
     results.parquet, results.csv   the consolidated table (``consolidate``), rebuilt from rows/
+    machines.csv              the machines that made the rows (each row's ``machine`` id; `diffseg.machines`)
 
 Nothing downstream of this store reads checkpoints: notebooks read rows and artifacts only.
 """
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from diffseg import machines
 from diffseg.atomic import atomic_write
 
 COLUMNS = (
@@ -175,7 +177,8 @@ class ResultsStore:
         return (self.rows_dir / f"{run_id}.parquet").exists()
 
     def write_rows(self, run_id: str, rows: list[dict[str, Any]], provenance: dict[str, Any]) -> Path:
-        """Write one run's rows atomically (all or nothing), each carrying the run's provenance."""
+        """Write one run's rows atomically (all or nothing), each carrying the run's provenance and the id of the
+        machine that made them (this process's, added to ``machines.csv``, unless ``provenance`` names one)."""
         if not rows:
             raise ValueError(f"run {run_id} produced no result rows")
         df = pd.DataFrame(rows)
@@ -184,6 +187,7 @@ class ResultsStore:
         df["run_id"] = run_id
         df["git_commit"] = provenance.get("git_commit", git_commit())
         df["versions"] = provenance.get("versions", package_versions())
+        df["machine"] = provenance.get("machine") or machines.register(self.root)
         self.rows_dir.mkdir(parents=True, exist_ok=True)
         return atomic_write(self.rows_dir / f"{run_id}.parquet", lambda tmp: df.to_parquet(tmp, index=False))
 
@@ -217,7 +221,8 @@ class ResultsStore:
     def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
         if not frames:
             return pd.DataFrame(columns=list(COLUMNS))
-        return pd.concat(frames, ignore_index=True)
+        # rows written before the machines table existed read as machine "unrecorded" (`diffseg.machines`)
+        return machines.with_machine(pd.concat(frames, ignore_index=True))
 
     def consolidate(self) -> pd.DataFrame:
         """Rebuild results.parquet and its CSV mirror from rows/ (atomically).

@@ -18,11 +18,18 @@ from diffseg.engines.trainers import create_base_trainer, resume_at
 
 
 def train_base_segmentor(
-    cfg: ExperimentConfig, out_path: Path, progress: bool = True, device: torch.device | None = None
+    cfg: ExperimentConfig,
+    out_path: Path,
+    progress: bool = True,
+    device: torch.device | None = None,
+    stop_after: int | None = None,
 ) -> Path:
     """Job (a): train the base segmentor of ``cfg`` from scratch and save it to ``out_path`` (safetensors).
 
     Resumable through ``out_path.parent / 'base_checkpoints'``; returns the weights path (reused when present).
+    ``stop_after`` ends the training after that iteration (its learning-curve point and checkpoint written, the
+    schedule still the full one's) without saving weights: `diffseg verify` re-trains a base only up to its first
+    curve point.
     """
     from diffseg.config import replace
     from diffseg.segmentors import build_segmentor, save_segmentor
@@ -84,8 +91,14 @@ def train_base_segmentor(
             curves.BASE_CURVE_FILE,
         )
     attach_logging(trainer, out_path.parent, cfg, progress, "base")
+    if stop_after is not None:  # registered last: the point and checkpoint of that iteration come first
+        trainer.add_event_handler(
+            Events.ITERATION_COMPLETED(event_filter=lambda _, i: i == stop_after), lambda e: e.terminate()
+        )
     if start < iters:
         trainer.run(train_loader, max_epochs=1, epoch_length=iters)
+    if stop_after is not None and stop_after < iters:
+        return out_path
     seg.freeze()
     if idist.get_rank() == 0:
         save_segmentor(seg, out_path)

@@ -1,5 +1,7 @@
-"""The sweep's job table: one row per finished job (phase, what it was, seconds, iterations, peak memory, device)
-in ``results/<profile>/jobs.csv``, so where a study's time and memory go can be read after the fact.
+"""The sweep's job table: one row per finished job (phase, what it was, seconds, iterations, peak memory, device,
+the machine that ran it: an id of the store's ``machines.csv``, `diffseg.machines`) in
+``results/<profile>/jobs.csv``, so where a study's time and memory go can be read after the fact. Lines written
+before the machine column existed read as machine "unrecorded".
 
 Rows of earlier sweeps into the same store are kept (a resumed sweep appends); the file is rewritten atomically
 after each job, so a killed sweep leaves every finished job's row and never a half-written line.
@@ -13,9 +15,10 @@ import time
 from pathlib import Path
 
 from diffseg.atomic import atomic_write_text
+from diffseg.machines import UNRECORDED
 
 JOBS_FILE = "jobs.csv"
-COLUMNS = ("phase", "job", "seconds", "iterations", "peak_memory_gib", "device", "finished_at")
+COLUMNS = ("phase", "job", "seconds", "iterations", "peak_memory_gib", "device", "finished_at", "machine")
 
 
 class JobTable:
@@ -26,12 +29,19 @@ class JobTable:
         self.rows: list[dict[str, str]] = []
         if self.path.is_file():
             with self.path.open(newline="") as f:
-                self.rows = list(csv.DictReader(f))
+                self.rows = [{**r, "machine": r.get("machine") or UNRECORDED} for r in csv.DictReader(f)]
 
     def add(
-        self, phase: str, job: str, seconds: float, iterations: int | None, peak_bytes: int, device: str
+        self,
+        phase: str,
+        job: str,
+        seconds: float,
+        iterations: int | None,
+        peak_bytes: int,
+        device: str,
+        machine: str = UNRECORDED,
     ) -> None:
-        """Record one finished job and rewrite the file."""
+        """Record one finished job (``machine``: its id in the store's machines table) and rewrite the file."""
         self.rows.append(
             {
                 "phase": phase,
@@ -41,6 +51,7 @@ class JobTable:
                 "peak_memory_gib": f"{peak_bytes / 2**30:.3f}",
                 "device": device,
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "machine": machine,
             }
         )
         buf = io.StringIO()

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from diffseg import profiles
+from diffseg import machines, profiles
 from diffseg.config import ExperimentConfig, replace
 from diffseg.engines.runner import check_base_weights
 from diffseg.study.ablation import ABLATION_COLUMN, make_ablation
@@ -86,9 +86,9 @@ def _job_label(cfg: ExperimentConfig, labels: Mapping[str, Any] | None = None) -
     return f"{cfg.data.dataset}/{cfg.segmentor.name} seed {cfg.seed}" + (f" {name}" if name else "")
 
 
-def _call(job: tuple[str, Any, str]) -> tuple[str, float, int | None, int, str]:
-    """Run one sweep job; returns (label, seconds, iterations trained or None, peak memory in bytes, device) for
-    its progress line and the sweep's job table."""
+def _call(job: tuple[str, Any, str]) -> tuple[str, float, int | None, int, str, dict[str, str]]:
+    """Run one sweep job; returns (label, seconds, iterations trained or None, peak memory in bytes, device, the
+    worker's machine: `diffseg.machines.describe`) for its progress line and the sweep's job table."""
     from diffseg.engines.common import resolve_device
     from diffseg.memory import peak_memory, reset_peak_memory
 
@@ -120,7 +120,7 @@ def _call(job: tuple[str, Any, str]) -> tuple[str, float, int | None, int, str]:
     else:
         run_or_load(*args)
         label = f"{args[1]}: {_job_label(cfg, args[0].labels)}"
-    return label, time.perf_counter() - t0, its, peak_memory(device), str(device)
+    return label, time.perf_counter() - t0, its, peak_memory(device), str(device), machines.describe()
 
 
 def sweep(
@@ -192,9 +192,12 @@ def sweep(
                 continue
             it = pool.imap_unordered(_call, jobs) if pool else map(_call, jobs)
             log = JobLog(f"[{profile}] {title}", len(jobs), enabled=progress)
-            for label, seconds, iterations, peak, dev in it:
+            for label, seconds, iterations, peak, dev, machine in it:
                 log.finished(label, seconds, iterations, peak)
-                table.add(title, label, seconds, iterations, peak, dev)
+                # the worker's machine (its threads, not this process's), added to the store's table here
+                table.add(
+                    title, label, seconds, iterations, peak, dev, machines.register(store.root, machine)
+                )
     finally:
         if pool is not None:
             pool.close()
