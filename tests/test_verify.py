@@ -60,15 +60,15 @@ def test_verify_fails_on_a_changed_value_naming_the_job_and_the_point(smoke_stor
 
 def test_a_store_whose_training_config_the_code_no_longer_makes_is_reported_as_such(smoke_store, monkeypatch):
     from diffseg.config import replace
-    from diffseg.study import arms
+    from diffseg.study import ablation
 
-    original = arms.profile_config
+    original = ablation.profile_config
 
     def changed(*args, **kwargs):  # the code's default learning rate changed after the store was made
         cfg = original(*args, **kwargs)
         return replace(cfg, optim=replace(cfg.optim, lr=cfg.optim.lr * 2))
 
-    monkeypatch.setattr(arms, "profile_config", changed)
+    monkeypatch.setattr(ablation, "profile_config", changed)  # where every arm's config starts
     status, out, _ = _run(smoke_store, smoke_store.parent / "data", workers=0)
     assert status == 1
     assert "config changed: main_results" not in out  # the old training has no name in the code any more ...
