@@ -9,6 +9,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from diffseg.config import ExperimentConfig
+from diffseg.engines import rng_state
 from diffseg.engines.checkpoints import load_latest_checkpoint, save_checkpoint
 from diffseg.engines.common import STREAM_BASE_INIT, iteration_seed, resolve_device
 from diffseg.engines.dataflow import get_dataflow
@@ -35,7 +36,7 @@ def train_base_segmentor(
     device = device or resolve_device(cfg.device)
     iters = cfg.segmentor.train_iterations
     ckpt_dir = out_path.parent / "base_checkpoints"
-    state, _ = load_latest_checkpoint(ckpt_dir) if ckpt_dir.exists() else (None, None)
+    state, state_path = load_latest_checkpoint(ckpt_dir) if ckpt_dir.exists() else (None, None)
     start = int(state["iteration"]) if state else 0
     train_loader, _, val_ds = get_dataflow(cfg, iters, start_iter=start, seed_offset=17)
     torch.manual_seed(iteration_seed(cfg.seed, 0, STREAM_BASE_INIT))
@@ -47,21 +48,9 @@ def train_base_segmentor(
         opt.load_state_dict(state["optimizer"])
     trainer = create_base_trainer(seg, opt, cfg, device, lr, iters)
     resume_at(trainer, start, iters)
-
-    every = max(1, cfg.train.checkpoint_every)
-
-    @trainer.on(Events.ITERATION_COMPLETED(every=every))
-    def _ckpt(engine: Engine) -> None:
-        if idist.get_rank() == 0:
-            save_checkpoint(
-                ckpt_dir,
-                engine.state.iteration,
-                {
-                    "iteration": engine.state.iteration,
-                    "model": seg.state_dict(),
-                    "optimizer": opt.state_dict(),
-                },
-            )
+    # The step draws SegFormer's dropout / drop-path from torch's global stream (no per-iteration seed, so that
+    # uninterrupted bases stay as they were): a resumed base puts back the streams its checkpoint saved.
+    rng_state.restore_before_first_step(trainer, start, state.get("rng") if state else None, str(state_path))
 
     if cfg.train.eval_every > 0:
         from diffseg import curves
@@ -84,6 +73,25 @@ def train_base_segmentor(
             curves.BASE_CURVE_FILE,
         )
     attach_logging(trainer, out_path.parent, cfg, progress, "base")
+
+    every = max(1, cfg.train.checkpoint_every)
+
+    # Attached last: the checkpoint of iteration k is taken after k's log row, curve point and random draws, so a
+    # run killed before it redoes them from the previous one and a run killed after it has them all.
+    @trainer.on(Events.ITERATION_COMPLETED(every=every))
+    def _ckpt(engine: Engine) -> None:
+        if idist.get_rank() == 0:
+            save_checkpoint(
+                ckpt_dir,
+                engine.state.iteration,
+                {
+                    "iteration": engine.state.iteration,
+                    "model": seg.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "rng": rng_state.capture(),
+                },
+            )
+
     if start < iters:
         trainer.run(train_loader, max_epochs=1, epoch_length=iters)
     seg.freeze()

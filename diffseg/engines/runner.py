@@ -181,12 +181,14 @@ def training(
 
     if cfg.train.eval_every > 0:
         _attach_refiner_curve(trainer, refiner, segmentor, ema, cfg, stages, run_dir, val_ds, device)
+    attach_logging(trainer, run_dir, cfg, progress, "refiner")
+    # After the EMA update, curve point and log row of its iteration: a run killed before the checkpoint redoes
+    # them from the previous one (the log drops the rows past it), a run killed after it has them all.
     trainer.add_event_handler(Events.ITERATION_COMPLETED(every=max(1, cfg.train.checkpoint_every)), _save)
     if stop_after is not None:
         trainer.add_event_handler(
             Events.ITERATION_COMPLETED(event_filter=lambda _, i: i == stop_after), lambda e: e.terminate()
         )
-    attach_logging(trainer, run_dir, cfg, progress, "refiner")
     if start < stages.total:
         try:
             trainer.run(train_loader, max_epochs=1, epoch_length=stages.total)
