@@ -182,6 +182,12 @@ def sweep(
     ctx = mp.get_context("spawn")
     pool = _spawn_pool(ctx, workers) if workers > 1 else None
     table = JobTable(store.root / JOBS_FILE)
+    threads = torch.get_num_threads()
+    on_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if pool is None and not on_cuda:
+        # Float reductions are split by thread, so CPU numbers depend on the thread count: jobs run here, as with
+        # --workers 1, use the single thread of a pool worker and write the rows a pooled sweep writes.
+        torch.set_num_threads(1)
     try:
         for title, jobs in phases:
             if not jobs:
@@ -192,6 +198,7 @@ def sweep(
                 log.finished(label, seconds, iterations, peak)
                 table.add(title, label, seconds, iterations, peak, dev)
     finally:
+        torch.set_num_threads(threads)
         if pool is not None:
             pool.close()
             pool.join()
