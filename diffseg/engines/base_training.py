@@ -14,7 +14,8 @@ from diffseg.engines.checkpoints import load_latest_checkpoint, save_checkpoint
 from diffseg.engines.common import STREAM_BASE_INIT, iteration_seed, resolve_device
 from diffseg.engines.dataflow import get_dataflow
 from diffseg.engines.evaluation import evaluate_models
-from diffseg.engines.run_log import attach_logging
+from diffseg.engines.run_folder import owned_run_folder
+from diffseg.engines.run_log import attach_logging, record_attempt
 from diffseg.engines.trainers import create_base_trainer, resume_at
 
 
@@ -25,12 +26,21 @@ def train_base_segmentor(
 
     Resumable through ``out_path.parent / 'base_checkpoints'``; returns the weights path (reused when present).
     """
-    from diffseg.config import replace
-    from diffseg.segmentors import build_segmentor, save_segmentor
-
     out_path = Path(out_path)
     if out_path.exists():
         return out_path
+    # One owner at a time (re-entrant: a refiner run folder that trains its own base holds it already).
+    with owned_run_folder(out_path.parent):
+        if not out_path.exists():  # another owner may have finished it while this one waited
+            _train_base(cfg, out_path, progress, device)
+    return out_path
+
+
+def _train_base(cfg: ExperimentConfig, out_path: Path, progress: bool, device: torch.device | None) -> None:
+    """`train_base_segmentor` in a folder this process owns."""
+    from diffseg.config import replace
+    from diffseg.segmentors import build_segmentor, save_segmentor
+
     # The base has its own seed: a study's seeds vary the refiner on top of one fixed base, as with a published one.
     cfg = replace(cfg, seed=cfg.segmentor.seed)
     device = device or resolve_device(cfg.device)
@@ -93,9 +103,9 @@ def train_base_segmentor(
             )
 
     if start < iters:
+        record_attempt(out_path.parent, "base", start, iters)
         trainer.run(train_loader, max_epochs=1, epoch_length=iters)
     seg.freeze()
     if idist.get_rank() == 0:
         save_segmentor(seg, out_path)
     idist.barrier()
-    return out_path

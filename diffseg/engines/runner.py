@@ -38,8 +38,8 @@ from diffseg.engines.common import (
 )
 from diffseg.engines.dataflow import get_dataflow
 from diffseg.engines.evaluation import evaluate_models
-from diffseg.engines.run_folder import link_or_copy, resolved_run_dir
-from diffseg.engines.run_log import attach_logging
+from diffseg.engines.run_folder import link_or_copy, owned_run_folder, resolved_run_dir
+from diffseg.engines.run_log import attach_logging, record_attempt
 from diffseg.engines.schedule import Stages, build_optimizer, scaled_lr
 from diffseg.engines.trainers import create_refiner_trainer, resume_at
 
@@ -115,6 +115,24 @@ def training(
     stage-2 trainings all start from one stage-1 checkpoint.
     """
     check_base_weights(cfg, base_weights)  # before a run folder exists
+    # One owner at a time: a second sweep (or a requeued job) waits here, then finds metrics.json and returns it.
+    with owned_run_folder(run_dir):
+        return _owned_training(
+            cfg, run_dir, progress, allow_config_change, evaluate_at_end, stop_after, base_weights, init_from
+        )
+
+
+def _owned_training(
+    cfg: ExperimentConfig,
+    run_dir: str | Path,
+    progress: bool,
+    allow_config_change: bool,
+    evaluate_at_end: bool,
+    stop_after: int | None,
+    base_weights: str | None,
+    init_from: str | Path | None,
+) -> dict[str, Any]:
+    """`training` in a run folder this process owns."""
     run_dir = resolved_run_dir(run_dir, cfg, allow_config_change)
     metrics_path = run_dir / "metrics.json"
     if metrics_path.exists():
@@ -190,6 +208,7 @@ def training(
             Events.ITERATION_COMPLETED(event_filter=lambda _, i: i == stop_after), lambda e: e.terminate()
         )
     if start < stages.total:
+        record_attempt(run_dir, "refiner", start, stages.total)
         try:
             trainer.run(train_loader, max_epochs=1, epoch_length=stages.total)
         except NanLossError as e:
