@@ -174,6 +174,25 @@ def test_stopped_twice_in_the_base_resumes_exactly(tmp_path, data_root, uninterr
     _assert_same_run(uninterrupted, run_dir)
 
 
+@pytest.mark.parametrize("job", ["base", "refiner"])
+def test_resuming_with_another_thread_count_warns(job, tmp_path, data_root, monkeypatch) -> None:
+    """CPU numbers depend on the torch thread count: a resume with another one continues, but says it is not
+    exact and how to make it so."""
+    run_dir = tmp_path / "r"
+    cfg = tiny_cfg(data_root)
+    with monkeypatch.context() as m:
+        _kill_after(m, job, 7)
+        with pytest.raises(Killed):
+            training(cfg, run_dir, progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)
+    try:
+        with pytest.warns(UserWarning, match=f"OMP_NUM_THREADS={threads} to resume exactly"):
+            training(cfg, run_dir, progress=False, evaluate_at_end=False)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_repeated_uninterrupted_runs_are_identical(tmp_path, data_root, uninterrupted) -> None:
     for i in range(2):  # with the fixture's, three runs
         run_dir = tmp_path / f"r{i}"

@@ -60,7 +60,8 @@ def _train_base(cfg: ExperimentConfig, out_path: Path, progress: bool, device: t
     resume_at(trainer, start, iters)
     # The step draws SegFormer's dropout / drop-path from torch's global stream (no per-iteration seed, so that
     # uninterrupted bases stay as they were): a resumed base puts back the streams its checkpoint saved.
-    rng_state.restore_before_first_step(trainer, start, state.get("rng") if state else None, str(state_path))
+    saved_rng = state.get("rng") if state else None
+    rng_state.restore_before_first_step(trainer, start, saved_rng, str(state_path), device.type == "cpu")
 
     if cfg.train.eval_every > 0:
         from diffseg import curves

@@ -37,7 +37,7 @@ def capture() -> dict[str, Any]:
     return state
 
 
-def restore(state: dict[str, Any], where: str = "checkpoint") -> None:
+def restore(state: dict[str, Any], where: str = "checkpoint", check_threads: bool = True) -> None:
     """Put the streams of ``capture()`` back. ``where`` names the checkpoint in the errors and warnings.
 
     A different number of torch threads than the checkpoint's is warned about, not changed: the run continues, but
@@ -64,19 +64,27 @@ def restore(state: dict[str, Any], where: str = "checkpoint") -> None:
                 f"{torch.cuda.device_count()}: CUDA streams not restored",
                 stacklevel=2,
             )
-    threads = state.get("num_threads")
+    if check_threads:
+        warn_on_thread_change(state.get("num_threads"), where)
+
+
+def warn_on_thread_change(threads: int | None, where: str) -> None:
+    """Warn when the checkpoint ``where``, written with ``threads`` torch threads (None: not recorded), is
+    resumed with another number: the run continues, but not bit-identically to an uninterrupted one."""
     if threads is not None and int(threads) != torch.get_num_threads():
         warnings.warn(
             f"{where} was written by a process with {threads} torch thread(s), this one has "
             f"{torch.get_num_threads()}: the resumed run continues, but is not bit-identical to an uninterrupted "
             f"one (float reductions are split by thread); set OMP_NUM_THREADS={threads} to resume exactly",
-            stacklevel=2,
+            stacklevel=3,
         )
 
 
-def restore_before_first_step(trainer: Engine, start: int, state: dict[str, Any] | None, where: str) -> None:
+def restore_before_first_step(
+    trainer: Engine, start: int, state: dict[str, Any] | None, where: str, check_threads: bool = True
+) -> None:
     """Restore ``state`` when ``trainer``, resumed at ``start``, begins iteration ``start + 1`` (nothing when
-    ``state`` is None).
+    ``state`` is None); ``check_threads``: warn about another torch thread count (CPU runs).
 
     Not before ``trainer.run``: creating the loader's iterator draws its base seed from torch's global stream, and
     the uninterrupted run's checkpoint was taken after that draw, so the streams go back after it, right before
@@ -87,4 +95,4 @@ def restore_before_first_step(trainer: Engine, start: int, state: dict[str, Any]
 
     @trainer.on(Events.ITERATION_STARTED(once=start + 1))
     def _restore(_: Engine) -> None:
-        restore(state, where)
+        restore(state, where, check_threads)

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from diffseg.atomic import atomic_write_text
 from diffseg.config import ConfigError, ExperimentConfig, config_hash, load_config, replace
-from diffseg.engines import best_val
+from diffseg.engines import best_val, rng_state
 from diffseg.engines.base_training import train_base_segmentor
 from diffseg.engines.checkpoints import (
     check_signature,
@@ -164,6 +164,8 @@ def _owned_training(
     )
     if state:
         check_signature(state.get("model_signature"), refiner, state_path)
+        if device.type == "cpu":
+            rng_state.warn_on_thread_change(state.get("num_threads"), str(state_path))
         refiner.denoiser.load_state_dict(state["denoiser"])
         opt.load_state_dict(state["optimizer"])
         if ema is not None:
