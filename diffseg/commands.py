@@ -140,7 +140,8 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:
         "--workers",
         type=int,
         default=None,
-        help="parallel processes (default: one single-threaded process per CPU core; 1 on CUDA)",
+        help="parallel processes (default: one single-threaded process per CPU core; on CUDA one per visible GPU, "
+        "each pinned to its own)",
     )
     p.add_argument("--data-only", action="store_true", help="only write the synthetic datasets")
     from diffseg.study.slurm import add_arguments

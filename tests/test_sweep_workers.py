@@ -1,10 +1,13 @@
 """The sweep's worker processes: started with the malloc settings that keep freed memory in the heap, without
-changing the sweep process's own environment."""
+changing the sweep process's own environment; single-threaded on CPU; on CUDA one per visible GPU, each pinned to
+its own (tested on CPU: the assignment and the workers' CUDA_VISIBLE_DEVICES)."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+
+import pytest
 
 from diffseg.study import sweep
 
@@ -30,3 +33,101 @@ def test_workers_start_with_the_malloc_settings_and_the_parent_keeps_its_own(mon
         "MALLOC_TRIM_THRESHOLD_": None,
         "MALLOC_TOP_PAD_": "12345",
     }
+
+
+def test_jobs_run_in_the_sweep_process_use_one_thread_like_a_pool_worker(tmp_path, monkeypatch):
+    """`--workers 1` on CPU runs the jobs in the sweep process: with its default threads they would give other
+    numbers (float reductions are split by thread) than the single-threaded workers of a default sweep."""
+    import torch
+
+    seen = []
+
+    def fake_call(job):
+        seen.append(torch.get_num_threads())
+        return "job", 0.0, None, 0, "cpu"
+
+    monkeypatch.setattr(sweep, "_call", fake_call)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        sweep.sweep("smoke", tmp_path / "results", ["main_results"], workers=1, device="cpu", progress=False)
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2  # the caller's setting is back
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_gpus_are_named_as_cuda_visible_devices_names_them(monkeypatch):
+    from diffseg.study import devices
+
+    monkeypatch.setattr(devices.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(devices.torch.cuda, "device_count", lambda: 3)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert devices.visible_gpus() == [devices.GPU(0, "0"), devices.GPU(1, "1"), devices.GPU(2, "2")]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4, 6,GPU-abc")
+    assert [g.name for g in devices.visible_gpus()] == ["4", "6", "GPU-abc"]
+    monkeypatch.setattr(devices.torch.cuda, "is_available", lambda: False)
+    assert devices.visible_gpus() == []
+
+
+def test_workers_get_the_gpus_round_robin_and_none_on_cpu():
+    from diffseg.study.devices import GPU, worker_devices
+
+    gpus = [GPU(0, "4"), GPU(1, "6")]
+    assert worker_devices(2, gpus) == gpus
+    assert worker_devices(3, gpus) == [gpus[0], gpus[1], gpus[0]]  # more workers than GPUs share them
+    assert worker_devices(2, []) == [None, None]
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        worker_devices(0, gpus)
+
+
+def _pinned(barrier) -> tuple[int, str | None, int]:
+    import torch
+
+    barrier.wait()  # every worker holds one task at once: each reports its own pinning
+    return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES"), torch.get_num_threads()
+
+
+def test_each_pool_worker_is_pinned_to_its_own_gpu(monkeypatch):
+    """On a CPU machine too: the pinning is the worker's CUDA_VISIBLE_DEVICES, set before CUDA starts there."""
+    from diffseg.study.devices import GPU
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
+    ctx = mp.get_context("spawn")
+    pool = sweep._spawn_pool(ctx, 2, [GPU(0, "4"), GPU(1, "6")])
+    try:
+        with ctx.Manager() as manager:
+            barrier = manager.Barrier(2)
+            seen = pool.map(_pinned, [barrier, barrier], chunksize=1)
+    finally:
+        pool.close()
+        pool.join()
+    assert len({pid for pid, _, _ in seen}) == 2
+    assert sorted(dev for _, dev, _ in seen) == ["4", "6"]
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "4,6"  # the sweep process keeps its own
+
+
+def test_the_default_on_cuda_is_one_worker_per_visible_gpu(tmp_path, monkeypatch):
+    from diffseg.study.devices import GPU
+
+    pools = []
+    monkeypatch.setattr(sweep.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(sweep, "visible_gpus", lambda: [GPU(i, str(i)) for i in range(4)])
+
+    class NoPool:
+        def imap_unordered(self, fn, jobs):
+            return iter([])
+
+        def close(self):
+            pass
+
+        def join(self):
+            pass
+
+    def fake_pool(ctx, workers, gpus=None):
+        pools.append((workers, gpus))
+        return NoPool()
+
+    monkeypatch.setattr(sweep, "_spawn_pool", fake_pool)
+    sweep.sweep("smoke", tmp_path / "results", ["main_results"], device="cuda", progress=False)
+    assert pools == [(4, [GPU(i, str(i)) for i in range(4)])]

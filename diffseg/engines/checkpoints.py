@@ -49,6 +49,8 @@ def refiner_state(refiner: nn.Module, ema: EMAHandler | None, opt: torch.optim.O
         "ema": ema.ema_model.state_dict() if ema is not None else None,
         "optimizer": opt.state_dict(),
         "model_signature": refiner_signature(refiner),
+        # CPU numbers depend on it (float reductions are split by thread): a resume with another count is warned
+        "num_threads": torch.get_num_threads(),
     }
 
 

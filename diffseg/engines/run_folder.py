@@ -1,16 +1,33 @@
-"""Run folders: the resolved config a run is bound to, and the base segmentor's weights linked into it."""
+"""Run folders: their one owner at a time, the resolved config a run is bound to, and the base segmentor's
+weights linked into it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import ignite.distributed as idist
 
 from diffseg.config import ExperimentConfig, config_hash, load_config, save_config, to_dict
+from diffseg.engines.run_lock import hold_run_folder
+
+
+@contextlib.contextmanager
+def owned_run_folder(run_dir: str | Path) -> Iterator[None]:
+    """Run the ``with`` block as the run folder's only owner: rank 0 holds its lock (`diffseg.engines.run_lock`,
+    waiting while another process, sweep or node holds it), the other ranks wait for rank 0 at a barrier."""
+    if idist.get_rank() != 0:
+        idist.barrier()
+        yield
+        return
+    with hold_run_folder(run_dir):
+        idist.barrier()
+        yield
 
 
 def resolved_run_dir(run_dir: str | Path, cfg: ExperimentConfig, allow_config_change: bool) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import time
 from pathlib import Path
 
@@ -30,21 +31,15 @@ def attach_logging(trainer: Engine, run_dir: Path, cfg: ExperimentConfig, progre
             return
         logged["iteration"] = engine.state.iteration
         out = engine.state.output or {}
-        new = not csv_path.exists()
-        with csv_path.open("a", newline="") as f:
-            w = csv.writer(f)
-            if new:
-                w.writerow(["job", "iteration", "stage", "loss", "lr", "time"])
-            w.writerow(
-                [
-                    desc,
-                    engine.state.iteration,
-                    out.get("stage"),
-                    out.get("loss"),
-                    out.get("lr"),
-                    round(time.time(), 3),
-                ]
-            )
+        row = [
+            desc,
+            engine.state.iteration,
+            out.get("stage"),
+            out.get("loss"),
+            out.get("lr"),
+            round(time.time(), 3),
+        ]
+        _append_row(csv_path, row)
 
     try:
         from ignite.handlers.tensorboard_logger import TensorboardLogger
@@ -75,16 +70,78 @@ def attach_logging(trainer: Engine, run_dir: Path, cfg: ExperimentConfig, progre
         ProgressBar(desc=desc, persist=False).attach(trainer, output_transform=lambda o: {"loss": o["loss"]})
 
 
+HEADER = ["job", "iteration", "stage", "loss", "lr", "time"]
+
+
+def _append_row(csv_path: Path, row: list) -> None:
+    """Append one row (and the header to a new file) with a single ``O_APPEND`` write: a kill leaves at most one
+    unfinished last line, which `_drop_rows_after` removes on resume."""
+    buf = io.StringIO()
+    w = csv.writer(buf)  # csv's own \r\n line ends, as the log always had
+    fd = os.open(csv_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        if os.fstat(fd).st_size == 0:
+            w.writerow(HEADER)
+        w.writerow(row)
+        os.write(fd, buf.getvalue().encode())
+    finally:
+        os.close(fd)
+
+
 def _drop_rows_after(csv_path: Path, job: str, iteration: int) -> None:
-    """Forget ``job``'s rows past ``iteration``: a run resumed from an older checkpoint (the newest was truncated)
-    logs those iterations again, and the log should hold each once."""
+    """Forget ``job``'s rows past ``iteration``, and an unfinished last line: a resumed run logs the iterations
+    after its checkpoint again (also when the newest checkpoint was truncated and an older one is used), and the
+    log should hold each once."""
     if not csv_path.exists():
         return
-    with csv_path.open(newline="") as f:
-        rows = list(csv.reader(f))
-    keep = [r for r in rows[1:] if not (r and r[0] == job and int(r[1]) > iteration)]
-    if len(keep) == len(rows) - 1:
+    text = csv_path.read_text()  # universal newlines: the \r\n line ends read as \n
+    complete = text if text.endswith("\n") else text[: text.rfind("\n") + 1]  # a killed write's torn line
+    rows = list(csv.reader(io.StringIO(complete)))
+
+    def keep(r: list[str]) -> bool:
+        if len(r) != len(HEADER) or not r[1].isdigit():
+            return False  # not a row this log writes (a torn line that happened to end a line)
+        return not (r[0] == job and int(r[1]) > iteration)
+
+    kept = [r for r in rows[1:] if keep(r)]
+    if complete == text and len(kept) == len(rows) - 1:
+        return
+    if not rows:
+        csv_path.unlink()
         return
     buf = io.StringIO()
-    csv.writer(buf).writerows([rows[0], *keep])
+    csv.writer(buf).writerows([rows[0], *kept])
     atomic_write_text(csv_path, buf.getvalue())
+
+
+ATTEMPTS_FILE = "attempts.csv"
+ATTEMPT_COLUMNS = ["job", "start_iteration", "total_iterations", "host", "pid", "slurm_job_id", "time"]
+
+
+def record_attempt(run_dir: Path, job: str, start: int, total: int) -> None:
+    """One line in ``<run folder>/attempts.csv`` each time a training starts or resumes there (rank 0): which
+    process trained a folder from which iteration, to debug requeues and to check that a run trained once."""
+    import socket
+
+    if idist.get_rank() != 0:
+        return
+    row = [
+        job,
+        start,
+        total,
+        socket.gethostname(),
+        os.getpid(),
+        os.environ.get("SLURM_JOB_ID", ""),
+        time.time(),
+    ]
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    path = Path(run_dir) / ATTEMPTS_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        if os.fstat(fd).st_size == 0:
+            w.writerow(ATTEMPT_COLUMNS)
+        w.writerow(row)
+        os.write(fd, buf.getvalue().encode())
+    finally:
+        os.close(fd)

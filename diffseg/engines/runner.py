@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from diffseg.atomic import atomic_write_text
 from diffseg.config import ConfigError, ExperimentConfig, config_hash, load_config, replace
-from diffseg.engines import best_val
+from diffseg.engines import best_val, rng_state
 from diffseg.engines.base_training import train_base_segmentor
 from diffseg.engines.checkpoints import (
     check_signature,
@@ -38,8 +38,8 @@ from diffseg.engines.common import (
 )
 from diffseg.engines.dataflow import get_dataflow
 from diffseg.engines.evaluation import evaluate_models
-from diffseg.engines.run_folder import link_or_copy, resolved_run_dir
-from diffseg.engines.run_log import attach_logging
+from diffseg.engines.run_folder import link_or_copy, owned_run_folder, resolved_run_dir
+from diffseg.engines.run_log import attach_logging, record_attempt
 from diffseg.engines.schedule import Stages, build_optimizer, scaled_lr
 from diffseg.engines.trainers import create_refiner_trainer, resume_at
 
@@ -115,6 +115,24 @@ def training(
     stage-2 trainings all start from one stage-1 checkpoint.
     """
     check_base_weights(cfg, base_weights)  # before a run folder exists
+    # One owner at a time: a second sweep (or a requeued job) waits here, then finds metrics.json and returns it.
+    with owned_run_folder(run_dir):
+        return _owned_training(
+            cfg, run_dir, progress, allow_config_change, evaluate_at_end, stop_after, base_weights, init_from
+        )
+
+
+def _owned_training(
+    cfg: ExperimentConfig,
+    run_dir: str | Path,
+    progress: bool,
+    allow_config_change: bool,
+    evaluate_at_end: bool,
+    stop_after: int | None,
+    base_weights: str | None,
+    init_from: str | Path | None,
+) -> dict[str, Any]:
+    """`training` in a run folder this process owns."""
     run_dir = resolved_run_dir(run_dir, cfg, allow_config_change)
     metrics_path = run_dir / "metrics.json"
     if metrics_path.exists():
@@ -146,6 +164,8 @@ def training(
     )
     if state:
         check_signature(state.get("model_signature"), refiner, state_path)
+        if device.type == "cpu":
+            rng_state.warn_on_thread_change(state.get("num_threads"), str(state_path))
         refiner.denoiser.load_state_dict(state["denoiser"])
         opt.load_state_dict(state["optimizer"])
         if ema is not None:
@@ -181,13 +201,16 @@ def training(
 
     if cfg.train.eval_every > 0:
         _attach_refiner_curve(trainer, refiner, segmentor, ema, cfg, stages, run_dir, val_ds, device)
+    attach_logging(trainer, run_dir, cfg, progress, "refiner")
+    # After the EMA update, curve point and log row of its iteration: a run killed before the checkpoint redoes
+    # them from the previous one (the log drops the rows past it), a run killed after it has them all.
     trainer.add_event_handler(Events.ITERATION_COMPLETED(every=max(1, cfg.train.checkpoint_every)), _save)
     if stop_after is not None:
         trainer.add_event_handler(
             Events.ITERATION_COMPLETED(event_filter=lambda _, i: i == stop_after), lambda e: e.terminate()
         )
-    attach_logging(trainer, run_dir, cfg, progress, "refiner")
     if start < stages.total:
+        record_attempt(run_dir, "refiner", start, stages.total)
         try:
             trainer.run(train_loader, max_epochs=1, epoch_length=stages.total)
         except NanLossError as e:

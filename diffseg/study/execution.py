@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from diffseg.config import ExperimentConfig, config_hash
+from diffseg.engines.run_lock import hold
 from diffseg.results import ResultsStore, git_commit, metrics_to_rows
 from diffseg.study.ablation import ABLATION_COLUMN
 from diffseg.study.arms import Arm, EvalSpec
@@ -74,13 +75,31 @@ def run_or_load(
     arm: Arm, experiment: str, profile: str, results_dir: str | Path = "results", progress: bool = False
 ) -> list[str]:
     """Evaluate ``arm`` where the store lacks it (training or resuming only what is needed); return its run ids."""
-    from diffseg.engines import evaluate_models, get_dataflow, load_refiner_from_run
-
     store = open_store(results_dir, profile)
     ids = [eval_id(arm.cfg, spec, experiment, arm.labels) for spec in arm.evals]
-    missing = missing_rows(arm, experiment, store)
-    if not missing:
+    if not missing_rows(arm, experiment, store):
         return ids
+    # One evaluator per arm at a time: a second sweep waits for the first, then finds its rows in the store.
+    with hold(runs_folder(results_dir, profile) / "locks" / f"eval-{ids[0]}.lock"):
+        missing = missing_rows(arm, experiment, store)
+        if missing:
+            _evaluate(arm, experiment, profile, results_dir, progress, store, ids, missing)
+    return ids
+
+
+def _evaluate(
+    arm: Arm,
+    experiment: str,
+    profile: str,
+    results_dir: str | Path,
+    progress: bool,
+    store: ResultsStore,
+    ids: list[str],
+    missing: list[tuple[str, EvalSpec]],
+) -> None:
+    """`run_or_load`'s work, with the arm's lock held: train what is needed, write the ``missing`` rows."""
+    from diffseg.engines import evaluate_models, get_dataflow, load_refiner_from_run
+
     cfg = arm.cfg
     t0 = time.time()
     run_dir, train_res = ensure_trained(cfg, runs_folder(results_dir, profile), progress)
@@ -131,7 +150,6 @@ def run_or_load(
     # once per training, not per evaluation: the curves belong to the training all of these rows share
     ablation = arm.labels.get(ABLATION_COLUMN, "")
     _store_curves(cfg, run_dir, runs_folder(results_dir, profile), store, profile, str(device), ablation)
-    return ids
 
 
 def _best_val_rows(

@@ -165,7 +165,7 @@ class SweepTask(submitit.helpers.Checkpointable):
     """One sweep job on a Slurm node. On a timeout or preemption submitit's default ``checkpoint`` requeues the
     same call, which resumes from the run folder's last checkpoint (every sweep job is resumable)."""
 
-    def __call__(self, job: tuple[str, Any, str]) -> tuple[str, float, int | None, int, str]:
+    def __call__(self, job: tuple[str, Any, str]) -> tuple[str, float, int | None, int, str, Any]:
         import os
 
         import torch

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from diffseg import machines
 from diffseg.study.identity import base_run_id, eval_id, stage1_config, train_id
 from diffseg.study.jobs import JobTable
 from diffseg.study.plan import plan_work
@@ -41,6 +42,7 @@ def run_on_slurm(
     from diffseg.progress import JobLog
 
     ex = SlurmExecutor(folder, profile, options)
+    store_root = Path(folder).parent
     failures = []
     if not wait:
         after: list[str] = []
@@ -60,10 +62,11 @@ def run_on_slurm(
             continue
         log = JobLog(f"[{profile}] {title} (slurm)", len(jobs), enabled=progress)
 
-        def finished(res: tuple[str, float, int | None, int, str], log=log, title=title) -> None:
-            label, seconds, iterations, peak, dev = res
+        def finished(res: tuple[str, float, int | None, int, str, Any], log=log, title=title) -> None:
+            label, seconds, iterations, peak, dev, machine = res
             log.finished(label, seconds, iterations, peak)
-            table.add(title, label, seconds, iterations, peak, dev)
+            # the node's machine (its CPU, threads, GPU), added to the store's table by this driver
+            table.add(title, label, seconds, iterations, peak, dev, machines.register(store_root, machine))
 
         failures += ex.run(jobs, [job_key(j) for j in jobs], finished)
     if failures:

@@ -1,5 +1,5 @@
-"""The sweep: every experiment's missing work on two worker processes, one progress line per finished job;
-``run_experiment`` for one experiment (what a notebook calls); the datasets' descriptions."""
+"""The sweep: every experiment's missing work on worker processes (one per core, or one per GPU), one progress
+line per finished job; ``run_experiment`` for one experiment (what a notebook calls); the datasets' descriptions."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from diffseg.engines.runner import check_base_weights
 from diffseg.study.ablation import ABLATION_COLUMN, make_ablation
 from diffseg.study.arms import Arm
 from diffseg.study.catalogue import EXPERIMENTS
+from diffseg.study.devices import GPU, pin_worker, visible_gpus, worker_devices
 from diffseg.study.execution import ensure_trained, missing_rows, run_or_load, train_base, train_stage1
 from diffseg.study.identity import train_id
 from diffseg.study.jobs import JOBS_FILE, JobTable
@@ -39,14 +40,18 @@ WORKER_MALLOC_ENV = {
 }
 
 
-def _spawn_pool(ctx: Any, workers: int) -> Any:
+def _spawn_pool(ctx: Any, workers: int, gpus: list[GPU] | None = None) -> Any:
     """A pool of ``workers`` spawned processes started with :data:`WORKER_MALLOC_ENV` (the user's own values of
-    those variables win); this process's environment is left as it was."""
+    those variables win); this process's environment is left as it was. With ``gpus``, worker i is pinned to
+    ``worker_devices(workers, gpus)[i]`` (`diffseg.study.devices`)."""
     saved = {k: os.environ.get(k) for k in WORKER_MALLOC_ENV}
     for k, v in WORKER_MALLOC_ENV.items():
         os.environ.setdefault(k, v)
+    devices = worker_devices(workers, gpus or [])
+    # workers take their slot in start order; a worker the pool starts again later takes the next slot
+    slot = ctx.Value("i", 0)
     try:
-        pool = ctx.Pool(workers, initializer=_init_worker)
+        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(devices, slot))
     finally:
         for k, v in saved.items():
             if v is None:
@@ -56,8 +61,17 @@ def _spawn_pool(ctx: Any, workers: int) -> Any:
     return pool
 
 
-def _init_worker() -> None:
-    torch.set_num_threads(1)  # one thread per process: the processes, not threads, fill the cores
+def _init_worker(devices: list[GPU | None] | None = None, slot: Any = None) -> None:
+    gpu = None
+    if devices and slot is not None:
+        with slot.get_lock():
+            gpu = devices[slot.value % len(devices)]
+            slot.value += 1
+    pin_worker(gpu)  # before anything here initialises CUDA
+    if gpu is None:
+        torch.set_num_threads(1)  # one thread per process: the processes, not threads, fill the cores
+    else:  # a GPU worker's CPU work (loading, augmenting, the sampler's bookkeeping) shares the node's cores
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // len(devices)))
     _die_with_parent()
 
 
@@ -144,7 +158,8 @@ def sweep(
 
     Phases, each a set of independent jobs: base segmentors, shared stage-1 trainings, full trainings, then
     evaluations. Every job is resumable and idempotent, so an interrupted sweep, started again, redoes only what
-    is missing. On CPU the default is one single-threaded process per core; on CUDA one process.
+    is missing. On CPU the default is one single-threaded process per core; on CUDA one process per visible GPU,
+    each pinned to its own (`diffseg.study.devices`).
     """
     import multiprocessing as mp
 
@@ -159,12 +174,10 @@ def sweep(
     check_base_checkpoints(list(cfgs.values()))
     for c in cfgs.values():  # every training's base is known before the first job starts
         check_base_weights(c)
+    on_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    gpus = visible_gpus() if on_cuda else []
     if workers is None:
-        workers = (
-            1
-            if (device == "cuda" or (device == "auto" and torch.cuda.is_available()))
-            else (os.cpu_count() or 1)
-        )
+        workers = max(1, len(gpus)) if on_cuda else (os.cpu_count() or 1)
     arm_of = {}  # training -> the first experiment arm that needs it, to name it in the progress lines
     for n, a in todo:
         arm_of.setdefault(
@@ -185,7 +198,12 @@ def sweep(
     if executor != "local":
         raise ValueError(f"unknown executor '{executor}'; valid executors: local, slurm")
     ctx = mp.get_context("spawn")
-    pool = _spawn_pool(ctx, workers) if workers > 1 else None
+    pool = _spawn_pool(ctx, workers, gpus) if workers > 1 else None
+    threads = torch.get_num_threads()
+    if pool is None and not on_cuda:
+        # Float reductions are split by thread, so CPU numbers depend on the thread count: jobs run here, as with
+        # --workers 1, use the single thread of a pool worker and write the rows a pooled sweep writes.
+        torch.set_num_threads(1)
     try:
         for title, jobs in phases:
             if not jobs:
@@ -199,6 +217,7 @@ def sweep(
                     title, label, seconds, iterations, peak, dev, machines.register(store.root, machine)
                 )
     finally:
+        torch.set_num_threads(threads)
         if pool is not None:
             pool.close()
             pool.join()
