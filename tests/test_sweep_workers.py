@@ -40,11 +40,13 @@ def test_jobs_run_in_the_sweep_process_use_one_thread_like_a_pool_worker(tmp_pat
     numbers (float reductions are split by thread) than the single-threaded workers of a default sweep."""
     import torch
 
+    from diffseg import machines
+
     seen = []
 
     def fake_call(job):
         seen.append(torch.get_num_threads())
-        return "job", 0.0, None, 0, "cpu"
+        return "job", 0.0, None, 0, "cpu", machines.describe()
 
     monkeypatch.setattr(sweep, "_call", fake_call)
     threads = torch.get_num_threads()

@@ -7,6 +7,7 @@ import gc
 import os
 import time
 from collections.abc import Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,25 +41,38 @@ WORKER_MALLOC_ENV = {
 }
 
 
-def _spawn_pool(ctx: Any, workers: int, gpus: list[GPU] | None = None) -> Any:
-    """A pool of ``workers`` spawned processes started with :data:`WORKER_MALLOC_ENV` (the user's own values of
-    those variables win); this process's environment is left as it was. With ``gpus``, worker i is pinned to
-    ``worker_devices(workers, gpus)[i]`` (`diffseg.study.devices`)."""
-    saved = {k: os.environ.get(k) for k in WORKER_MALLOC_ENV}
-    for k, v in WORKER_MALLOC_ENV.items():
+@contextmanager
+def worker_environment(defaults: Mapping[str, str], forced: Mapping[str, str | None] | None = None):
+    """Set this process's environment for the processes started inside the block, then put it back as it was:
+    ``defaults`` where the user set nothing (their own values win), ``forced`` whatever they set (None unsets)."""
+    forced = forced or {}
+    saved = {k: os.environ.get(k) for k in [*defaults, *forced]}
+    for k, v in defaults.items():
         os.environ.setdefault(k, v)
-    devices = worker_devices(workers, gpus or [])
-    # workers take their slot in start order; a worker the pool starts again later takes the next slot
-    slot = ctx.Value("i", 0)
+    for k, v in forced.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     try:
-        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(devices, slot))
+        yield
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    return pool
+
+
+def _spawn_pool(ctx: Any, workers: int, gpus: list[GPU] | None = None) -> Any:
+    """A pool of ``workers`` spawned processes started with :data:`WORKER_MALLOC_ENV` (the user's own values of
+    those variables win); this process's environment is left as it was. With ``gpus``, worker i is pinned to
+    ``worker_devices(workers, gpus)[i]`` (`diffseg.study.devices`)."""
+    devices = worker_devices(workers, gpus or [])
+    # workers take their slot in start order; a worker the pool starts again later takes the next slot
+    slot = ctx.Value("i", 0)
+    with worker_environment(WORKER_MALLOC_ENV):
+        return ctx.Pool(workers, initializer=_init_worker, initargs=(devices, slot))
 
 
 def _init_worker(devices: list[GPU | None] | None = None, slot: Any = None) -> None:

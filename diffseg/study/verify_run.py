@@ -317,25 +317,11 @@ def _pool(workers: int, threads: int, kernels: str):
     (this process's own environment is restored at once)."""
     import multiprocessing as mp
 
-    from diffseg.study.sweep import WORKER_MALLOC_ENV
+    from diffseg.study.sweep import WORKER_MALLOC_ENV, worker_environment
 
     env = {**{k: None for k in machines.KERNEL_ENV}, **KERNELS[kernels]}
-    saved = {k: os.environ.get(k) for k in [*env, *WORKER_MALLOC_ENV]}
-    for k, v in WORKER_MALLOC_ENV.items():
-        os.environ.setdefault(k, v)
-    for k, v in env.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    try:
+    with worker_environment(WORKER_MALLOC_ENV, env):
         return mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(threads,))
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _progress(check, res, rows, tolerance, i, total, err) -> None:
