@@ -133,3 +133,25 @@ def test_the_default_on_cuda_is_one_worker_per_visible_gpu(tmp_path, monkeypatch
     monkeypatch.setattr(sweep, "_spawn_pool", fake_pool)
     sweep.sweep("smoke", tmp_path / "results", ["main_results"], device="cuda", progress=False)
     assert pools == [(4, [GPU(i, str(i)) for i in range(4)])]
+
+
+def test_a_notebook_that_trains_uses_one_thread_like_a_sweep_worker(tmp_path, monkeypatch):
+    """`run_arms` (what a notebook calls) trains missing arms on one torch thread, as the sweep's workers do,
+    and gives the caller its thread count back."""
+    import torch
+
+    seen = []
+
+    def fake_run_or_load(arm, name, profile, results_dir, progress=False):
+        seen.append(torch.get_num_threads())
+        return []
+
+    monkeypatch.setattr(sweep, "run_or_load", fake_run_or_load)
+    arms = sweep.arms_of("schedule_and_T", "smoke", device="cpu")[:2]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        sweep.run_arms(arms, "schedule_and_T", "smoke", tmp_path / "results")
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)

@@ -344,21 +344,34 @@ def run_arms(
     progress: bool | None = None,
 ) -> pd.DataFrame:
     """Evaluate ``arms`` of experiment ``name`` where the store lacks them, one after the other in this process
-    (training or resuming what they need); return their rows."""
+    (training or resuming what they need); return their rows. Work on CPU runs on one torch thread, as the
+    sweep's workers do, so a notebook that trains writes the rows a sweep would have written (float reductions
+    are split by thread: another thread count gives other bits)."""
     from diffseg.progress import JobLog, wanted
 
     store = open_store(results_dir, profile)
     log = JobLog(f"[{profile}] {name}", len(arms), enabled=wanted(progress))
     ids: list[str] = []
-    for arm in arms:
-        todo = bool(missing_rows(arm, name, store))
-        t0 = time.perf_counter()
-        ids += run_or_load(arm, name, profile, results_dir)
-        if todo:
-            log.finished(_job_label(arm.cfg, arm.labels), time.perf_counter() - t0)
-        else:
-            log.done += 1
+    threads = torch.get_num_threads()
+    try:
+        for arm in arms:
+            todo = bool(missing_rows(arm, name, store))
+            t0 = time.perf_counter()
+            if todo and cfg_on_cpu(arm.cfg):
+                torch.set_num_threads(1)
+            ids += run_or_load(arm, name, profile, results_dir)
+            torch.set_num_threads(threads)
+            if todo:
+                log.finished(_job_label(arm.cfg, arm.labels), time.perf_counter() - t0)
+            else:
+                log.done += 1
+    finally:
+        torch.set_num_threads(threads)
     return open_store(results_dir, profile).load(list(dict.fromkeys(ids)))
+
+
+def cfg_on_cpu(cfg: ExperimentConfig) -> bool:
+    return cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
 
 
 def dataset_info(name: str) -> dict[str, Any]:
