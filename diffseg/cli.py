@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             parser.parse_args(argv)  # argparse's own one-line error for what is truly unknown (exits 2)
     from diffseg.engines.common import NanLossError  # here: `diffseg --help` needs no torch
+    from diffseg.study.failures import SweepFailed
 
     try:
         result = args.func(args)
@@ -52,4 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, PermissionError, NotADirectoryError, ValueError, KeyError, NanLossError) as e:
         print(f"diffseg {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except SweepFailed as e:  # the other jobs ran; each failure on its own line, then exit 1
+        print(f"diffseg {args.command}: {len(e.failures)} job(s) failed:", file=sys.stderr)
+        for f in e.failures:
+            print(f"  {f.line()}", file=sys.stderr)
+        return 1
     return int(result or 0)

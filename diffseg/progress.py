@@ -66,3 +66,11 @@ class JobLog:
         if self.enabled:
             print(line, file=self.stream or sys.stderr, flush=True)
         return line
+
+    def failed(self, what: str) -> str:
+        """Record one failed job (``what``: its name, error and log) and print its line."""
+        self.done += 1
+        line = f"{self.prefix} {self.done}/{self.total} FAILED {what}"
+        if self.enabled:
+            print(line, file=self.stream or sys.stderr, flush=True)
+        return line

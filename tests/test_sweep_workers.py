@@ -155,3 +155,33 @@ def test_a_notebook_that_trains_uses_one_thread_like_a_sweep_worker(tmp_path, mo
         assert seen == [1, 1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_failing_local_job_is_named_and_the_others_still_run(tmp_path, monkeypatch):
+    """A job that raises does not stop the sweep: every other job runs, then the sweep fails listing it (its
+    name, its error's last line, where its log is), and the CLI prints one line per failure and exits 1."""
+    from diffseg import machines
+    from diffseg.cli import main
+    from diffseg.study.failures import SweepFailed
+
+    ran = []
+
+    def fake_call(job):
+        kind, args, name = job
+        ran.append(kind)
+        if kind == "train" and ran.count("train") == 1:
+            raise RuntimeError("the loss went away\nCUDA error: out of memory")
+        return "job", 0.0, None, 0, "cpu", machines.describe()
+
+    monkeypatch.setattr(sweep, "_call", fake_call)
+    monkeypatch.setenv("DIFFSEG_DATA", str(tmp_path / "data"))
+    with pytest.raises(SweepFailed) as err:
+        sweep.sweep("smoke", tmp_path / "results", ["main_results"], workers=1, device="cpu", progress=False)
+    assert len(err.value.failures) == 1
+    f = err.value.failures[0]
+    assert f.name.startswith("train ") and f.error == "RuntimeError: CUDA error: out of memory"
+    assert f.log.endswith("log.csv")
+    assert ran.count("train") == 2 and "eval" in ran  # the other refiner and the evaluations still ran
+    ran.clear()
+    args = ["sweep", "--profile", "smoke", "--results", str(tmp_path / "cli"), "--experiments", "main_results"]
+    assert main([*args, "--workers", "1"]) == 1

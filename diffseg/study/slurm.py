@@ -25,6 +25,7 @@ from typing import Any
 import submitit
 
 from diffseg.atomic import atomic_write
+from diffseg.study.failures import Failure
 
 # Resources per job kind; the command line's --slurm-* options override them. GPUs only where the profile's
 # trainings run on GPUs (paper); the synthetic profiles' jobs are single-threaded CPU processes, as on a laptop.
@@ -147,18 +148,6 @@ def options_from_args(args: Any) -> SlurmOptions:
         mem_gb=args.slurm_mem,
         extra=parse_extra(args.slurm_extra),
     )
-
-
-@dataclass
-class Failure:
-    """A job that failed: its name, the last line of its error and where its log is."""
-
-    name: str
-    error: str
-    log: str
-
-    def line(self) -> str:
-        return f"{self.name}: {self.error} (log: {self.log})"
 
 
 class SweepTask(submitit.helpers.Checkpointable):

@@ -7,15 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from diffseg import machines
+from diffseg.study.failures import SweepFailed
 from diffseg.study.identity import base_run_id, eval_id, stage1_config, train_id
 from diffseg.study.jobs import JobTable
 from diffseg.study.plan import plan_work
 from diffseg.study.slurm import SlurmExecutor
 from diffseg.study.store import open_store
-
-
-class SweepFailed(RuntimeError):
-    """Jobs of a sweep failed; the message lists each with its error's last line and its log."""
 
 
 def job_key(job: tuple[str, Any, str]) -> str:
@@ -70,7 +67,7 @@ def run_on_slurm(
 
         failures += ex.run(jobs, [job_key(j) for j in jobs], finished)
     if failures:
-        raise SweepFailed(f"{len(failures)} job(s) failed: " + "; ".join(f.line() for f in failures))
+        raise SweepFailed(failures)
 
 
 def status(arms: list[tuple[str, Any]], profile: str = "cpu", results_dir: str | Path = "results") -> str:
@@ -90,4 +87,4 @@ def status(arms: list[tuple[str, Any]], profile: str = "cpu", results_dir: str |
     return "\n".join(lines)
 
 
-__all__ = ["SweepFailed", "job_key", "run_on_slurm", "status"]
+__all__ = ["job_key", "run_on_slurm", "status"]

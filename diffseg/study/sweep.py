@@ -23,6 +23,7 @@ from diffseg.study.arms import Arm
 from diffseg.study.catalogue import EXPERIMENTS
 from diffseg.study.devices import GPU, pin_worker, visible_gpus, worker_devices
 from diffseg.study.execution import ensure_trained, missing_rows, run_or_load, train_base, train_stage1
+from diffseg.study.failures import Failure, SweepFailed
 from diffseg.study.identity import train_id
 from diffseg.study.jobs import JOBS_FILE, JobTable
 from diffseg.study.plan import plan_work
@@ -151,6 +152,21 @@ def _call(job: tuple[str, Any, str]) -> tuple[str, float, int | None, int, str, 
     return label, time.perf_counter() - t0, its, peak_memory(device), str(device), machines.describe()
 
 
+def _guarded_call(job: tuple[str, Any, str]) -> tuple[Any, Failure | None]:
+    """`_call`, with a job's failure returned instead of raised, so the sweep's other jobs still run."""
+    try:
+        return _call(job), None
+    except Exception as e:  # a failed job, named with its error's last line and where its output is
+        kind, args, name = job
+        cfg = args[0].cfg if kind == "eval" else args[0]
+        where = "this terminal (the worker's stderr)"
+        if kind == "train":
+            where = str(args[1] / train_id(cfg) / "log.csv")
+        label = name or _job_label(cfg, args[0].labels if kind == "eval" else None)
+        last = (str(e).strip().splitlines() or [""])[-1]
+        return None, Failure(f"{kind} {label}", f"{type(e).__name__}: {last}", where)
+
+
 def sweep(
     profile: str = "cpu",
     results_dir: str | Path = "results",
@@ -214,6 +230,7 @@ def sweep(
     ctx = mp.get_context("spawn")
     pool = _spawn_pool(ctx, workers, gpus) if workers > 1 else None
     threads = torch.get_num_threads()
+    failures: list[Failure] = []
     if pool is None and not on_cuda:
         # Float reductions are split by thread, so CPU numbers depend on the thread count: jobs run here, as with
         # --workers 1, use the single thread of a pool worker and write the rows a pooled sweep writes.
@@ -222,9 +239,14 @@ def sweep(
         for title, jobs in phases:
             if not jobs:
                 continue
-            it = pool.imap_unordered(_call, jobs) if pool else map(_call, jobs)
+            it = pool.imap_unordered(_guarded_call, jobs) if pool else map(_guarded_call, jobs)
             log = JobLog(f"[{profile}] {title}", len(jobs), enabled=progress)
-            for label, seconds, iterations, peak, dev, machine in it:
+            for result, failure in it:
+                if failure is not None:
+                    failures.append(failure)
+                    log.failed(failure.line())
+                    continue
+                label, seconds, iterations, peak, dev, machine = result
                 log.finished(label, seconds, iterations, peak)
                 # the worker's machine (its threads, not this process's), added to the store's table here
                 table.add(
@@ -235,7 +257,10 @@ def sweep(
         if pool is not None:
             pool.close()
             pool.join()
-    return store.consolidate()
+    df = store.consolidate()
+    if failures:  # every other job ran first; a second sweep does only what is still missing
+        raise SweepFailed(failures)
+    return df
 
 
 def one_of_each_kind(arms: list[Arm]) -> list[Arm]:
