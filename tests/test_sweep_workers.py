@@ -183,5 +183,13 @@ def test_a_failing_local_job_is_named_and_the_others_still_run(tmp_path, monkeyp
     assert f.log.endswith("log.csv")
     assert ran.count("train") == 2 and "eval" in ran  # the other refiner and the evaluations still ran
     ran.clear()
-    args = ["sweep", "--profile", "smoke", "--results", str(tmp_path / "cli"), "--experiments", "main_results"]
+    args = [
+        "sweep",
+        "--profile",
+        "smoke",
+        "--results",
+        str(tmp_path / "cli"),
+        "--experiments",
+        "main_results",
+    ]
     assert main([*args, "--workers", "1"]) == 1
