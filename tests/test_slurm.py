@@ -102,3 +102,62 @@ def test_slurm_options_override_the_profiles_resources() -> None:
     assert SlurmOptions().parameters("smoke", "eval")["cpus_per_task"] == 1
     with pytest.raises(ValueError, match="not KEY=VALUE"):
         parse_extra(["constraint"])
+
+
+def _curve(run_dir) -> str:
+    return (run_dir / "curve.csv").read_text()
+
+
+def _final_denoiser(run_dir) -> dict:
+    import os
+
+    import torch
+
+    state = torch.load(max((run_dir / "checkpoints").glob("*.pt"), key=os.path.getmtime), weights_only=True)
+    return {"iteration": state["iteration"], **{f"denoiser.{k}": v for k, v in state["denoiser"].items()}}
+
+
+@pytest.mark.slow
+def test_a_job_signalled_as_at_its_time_limit_is_requeued_and_resumes_to_the_uninterrupted_result(
+    tmp_path, monkeypatch
+) -> None:
+    """A refiner training gets the signal Slurm sends before a time limit (USR2, which submitit turns into a
+    checkpoint and a requeue) once its stage 2 has a checkpoint; requeued (Slurm holds it ~2 min), it resumes
+    from that checkpoint and ends with the weights and curve of the same training run without interruption.
+    Slow: the hold is Slurm's."""
+    import submitit
+    import torch
+
+    from diffseg.config import apply_overrides
+    from diffseg.profiles import profile_config
+    from diffseg.study.execution import ensure_trained
+    from diffseg.study.identity import train_id
+    from diffseg.study.slurm import SweepTask
+
+    monkeypatch.setenv("DIFFSEG_DATA", str(tmp_path / "data"))
+    cfg = apply_overrides(profile_config("smoke", "ade20k", seed=3), ["train.stage2_iterations=300"])
+    runs = tmp_path / "slurm-runs"
+    sub = submitit.AutoExecutor(folder=tmp_path / "logs", cluster="slurm")
+    sub.update_parameters(timeout_min=30, cpus_per_task=1, slurm_signal_delay_s=60)
+    job = sub.submit(SweepTask(), ("train", (cfg, runs), "requeue test"))
+    ckpts = runs / train_id(cfg) / "checkpoints"
+    deadline = time.time() + 600
+    while not any(ckpts.glob("*.pt")) and not job.done() and time.time() < deadline:
+        time.sleep(0.5)
+    assert not job.done(), "the training finished before it could be signalled: give it more iterations"
+    subprocess.run(["scancel", "--signal=USR2", str(job.job_id)], check=True)
+    job.result()  # waits through the requeue
+    attempts = (runs / train_id(cfg) / "attempts.csv").read_text().splitlines()
+    assert len([a for a in attempts[1:] if a]) >= 2, f"no resume recorded: {attempts}"
+    # the same training, uninterrupted, here (one thread, as the Slurm task)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ref, _ = ensure_trained(cfg, tmp_path / "local-runs")
+    finally:
+        torch.set_num_threads(threads)
+    got = _final_denoiser(runs / train_id(cfg))
+    want = _final_denoiser(ref)
+    assert got.keys() == want.keys() and got.pop("iteration") == want.pop("iteration")
+    assert all(torch.equal(got[k], want[k]) for k in got), "the requeued training's weights differ"
+    assert _curve(runs / train_id(cfg)) == _curve(ref)
