@@ -214,13 +214,13 @@ def whole_step(profile: str, steps: int) -> None:
 
 def malloc_effect(profile: str, steps: int, repeats: int) -> None:
     """Part 4: the refiner step with glibc's default heap trimming and with the sweep workers' settings
-    (``diffseg.study.sweep.WORKER_MALLOC_ENV``). glibc reads them at process start, so each is timed in a fresh
+    (``diffseg.study.workers.WORKER_MALLOC_ENV``). glibc reads them at process start, so each is timed in a fresh
     subprocess of this script (interleaved, ``repeats`` times each, median reported) rather than in this one."""
     import os
     import statistics
     import subprocess
 
-    from diffseg.study.sweep import WORKER_MALLOC_ENV
+    from diffseg.study.workers import WORKER_MALLOC_ENV
 
     clean = {k: v for k, v in os.environ.items() if k not in WORKER_MALLOC_ENV}
     runs: dict[str, list[tuple[float, float]]] = {"glibc defaults": [], "sweep workers": []}

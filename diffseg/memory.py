@@ -3,7 +3,7 @@
 On Linux the CPU peak is ``VmHWM`` of ``/proc/self/status``, which writing ``5`` to ``/proc/self/clear_refs``
 resets, so a long-lived worker can measure each job on its own; elsewhere it is ``ru_maxrss``, which only grows.
 Resident memory includes freed heap the allocator keeps (the sweep's workers keep it on purpose, see
-``study.sweep.WORKER_MALLOC_ENV``), so on CPU a job's figure is an upper bound on what the job itself needed.
+``study.workers.WORKER_MALLOC_ENV``), so on CPU a job's figure is an upper bound on what the job itself needed.
 """
 
 from __future__ import annotations

@@ -485,7 +485,7 @@ def test_killing_the_sweep_stops_its_workers(tmp_path) -> None:
     script = tmp_path / "sweep_like.py"
     script.write_text(
         "import multiprocessing as mp, os, sys, time\n"
-        "from diffseg.study.sweep import _init_worker\n"
+        "from diffseg.study.workers import init_worker as _init_worker\n"
         "def pid(_):\n    return os.getpid()\n"
         "if __name__ == '__main__':\n"
         "    pool = mp.get_context('spawn').Pool(2, initializer=_init_worker)\n"

@@ -73,15 +73,15 @@ def attach_logging(trainer: Engine, run_dir: Path, cfg: ExperimentConfig, progre
 HEADER = ["job", "iteration", "stage", "loss", "lr", "time"]
 
 
-def _append_row(csv_path: Path, row: list) -> None:
-    """Append one row (and the header to a new file) with a single ``O_APPEND`` write: a kill leaves at most one
+def _append_row(csv_path: Path, row: list, header: list[str] = HEADER) -> None:
+    """Append one row (and ``header`` to a new file) with a single ``O_APPEND`` write: a kill leaves at most one
     unfinished last line, which `_drop_rows_after` removes on resume."""
     buf = io.StringIO()
     w = csv.writer(buf)  # csv's own \r\n line ends, as the log always had
     fd = os.open(csv_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         if os.fstat(fd).st_size == 0:
-            w.writerow(HEADER)
+            w.writerow(header)
         w.writerow(row)
         os.write(fd, buf.getvalue().encode())
     finally:
@@ -134,14 +134,4 @@ def record_attempt(run_dir: Path, job: str, start: int, total: int) -> None:
         os.environ.get("SLURM_JOB_ID", ""),
         time.time(),
     ]
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    path = Path(run_dir) / ATTEMPTS_FILE
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        if os.fstat(fd).st_size == 0:
-            w.writerow(ATTEMPT_COLUMNS)
-        w.writerow(row)
-        os.write(fd, buf.getvalue().encode())
-    finally:
-        os.close(fd)
+    _append_row(Path(run_dir) / ATTEMPTS_FILE, row, ATTEMPT_COLUMNS)

@@ -195,20 +195,35 @@ def error_line(text: str) -> str:
     return kept[-1] if kept else text.strip()[:200]
 
 
-def _alive(job: submitit.Job) -> bool:
-    """Is ``job`` still pending or running? Where Slurm keeps no accounting (no slurmdbd), submitit cannot tell
-    (state UNKNOWN): then the queue itself is asked about this one job."""
-    state = job.state
-    if state != "UNKNOWN":
-        return state in ACTIVE_STATES
+def _queued(arrays: set[str]) -> set[str] | None:
+    """Which of the job arrays ``arrays`` (base job ids) are still in the queue, in one ``squeue`` call; None
+    when the queue does not answer."""
     try:
         out = subprocess.run(
-            ["squeue", "-h", "-j", str(job.job_id).split("_")[0], "-o", "%i"],
+            ["squeue", "-h", "-j", ",".join(sorted(arrays)), "-o", "%F"],
             capture_output=True, text=True, timeout=30,
         )  # fmt: skip
     except (OSError, subprocess.SubprocessError):
-        return True  # the queue does not answer: keep waiting rather than call the job lost
-    return out.returncode == 0 and bool(out.stdout.strip())
+        return None
+    return {line.strip() for line in out.stdout.splitlines() if line.strip()}
+
+
+def _array_of(job: submitit.Job) -> str:
+    return str(job.job_id).split("_")[0]
+
+
+_ASK = object()  # `_alive` without this poll's queue: ask squeue about the one job
+
+
+def _alive(job: submitit.Job, queued: Any = _ASK) -> bool:
+    """Is ``job`` still pending or running? Where Slurm keeps no accounting (no slurmdbd), submitit cannot tell
+    (state UNKNOWN): then the queue is asked, unless ``queued`` (`_queued` of this poll) already says."""
+    state = job.state
+    if state != "UNKNOWN":
+        return state in ACTIVE_STATES
+    if queued is _ASK:
+        queued = _queued({_array_of(job)})
+    return True if queued is None else _array_of(job) in queued  # no answer: wait rather than call it lost
 
 
 class SlurmExecutor:
@@ -277,9 +292,12 @@ class SlurmExecutor:
         pending = dict(enumerate(handles))
         failures: list[Failure] = []
         while pending:
+            # one squeue call per poll for the jobs whose state submitit cannot tell (no accounting), if any
+            unknown = {_array_of(h) for h in pending.values() if not h.done() and h.state == "UNKNOWN"}
+            queued = _queued(unknown) if unknown else None
             for i, job in list(pending.items()):
                 if not job.done():
-                    if not _alive(job):  # cancelled, or lost with its node: no result will come
+                    if not _alive(job, queued):  # cancelled, or lost with its node: no result will come
                         del pending[i]
                         failures.append(Failure(jobs[i][2] or keys[i], "left the queue without a result",
                                                 str(job.paths.stderr)))  # fmt: skip

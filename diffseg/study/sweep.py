@@ -7,7 +7,6 @@ import gc
 import os
 import time
 from collections.abc import Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,92 +20,15 @@ from diffseg.engines.runner import check_base_weights
 from diffseg.study.ablation import ABLATION_COLUMN, make_ablation
 from diffseg.study.arms import Arm
 from diffseg.study.catalogue import EXPERIMENTS
-from diffseg.study.devices import GPU, pin_worker, visible_gpus, worker_devices
+from diffseg.study.devices import visible_gpus
 from diffseg.study.execution import ensure_trained, missing_rows, run_or_load, train_base, train_stage1
 from diffseg.study.failures import Failure, SweepFailed
 from diffseg.study.identity import train_id
 from diffseg.study.jobs import JOBS_FILE, JobTable
 from diffseg.study.plan import plan_work
 from diffseg.study.store import open_store, runs_folder
-
-# glibc hands freed memory back to the OS once the heap's free top exceeds M_TRIM_THRESHOLD (128 KiB at start) and
-# serves large blocks with fresh mmaps, so a training step that allocates and frees tens of MB of activations
-# faults them in again on the next step: ~6,000 minor page faults per cpu refiner step, ~180 with these settings,
-# for a 1.04x faster step in one process (`benchmarks/sweep_breakdown.py --malloc`; the gain is small, the faults
-# are not free when two workers share the memory bus). Keeping freed memory in the heap costs no resident memory
-# beyond the step's peak. glibc reads these once, at process start: they are set for the spawned workers only.
-WORKER_MALLOC_ENV = {
-    "MALLOC_MMAP_THRESHOLD_": str(32 << 20),
-    "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
-    "MALLOC_TOP_PAD_": str(64 << 20),
-}
-
-
-@contextmanager
-def worker_environment(defaults: Mapping[str, str], forced: Mapping[str, str | None] | None = None):
-    """Set this process's environment for the processes started inside the block, then put it back as it was:
-    ``defaults`` where the user set nothing (their own values win), ``forced`` whatever they set (None unsets)."""
-    forced = forced or {}
-    saved = {k: os.environ.get(k) for k in [*defaults, *forced]}
-    for k, v in defaults.items():
-        os.environ.setdefault(k, v)
-    for k, v in forced.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def _spawn_pool(ctx: Any, workers: int, gpus: list[GPU] | None = None) -> Any:
-    """A pool of ``workers`` spawned processes started with :data:`WORKER_MALLOC_ENV` (the user's own values of
-    those variables win); this process's environment is left as it was. With ``gpus``, worker i is pinned to
-    ``worker_devices(workers, gpus)[i]`` (`diffseg.study.devices`)."""
-    devices = worker_devices(workers, gpus or [])
-    # workers take their slot in start order; a worker the pool starts again later takes the next slot
-    slot = ctx.Value("i", 0)
-    with worker_environment(WORKER_MALLOC_ENV):
-        return ctx.Pool(workers, initializer=_init_worker, initargs=(devices, slot))
-
-
-def _init_worker(devices: list[GPU | None] | None = None, slot: Any = None) -> None:
-    gpu = None
-    if devices and slot is not None:
-        with slot.get_lock():
-            gpu = devices[slot.value % len(devices)]
-            slot.value += 1
-    pin_worker(gpu)  # before anything here initialises CUDA
-    if gpu is None:
-        torch.set_num_threads(1)  # one thread per process: the processes, not threads, fill the cores
-    else:  # a GPU worker's CPU work (loading, augmenting, the sampler's bookkeeping) shares the node's cores
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // len(devices)))
-    _die_with_parent()
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM this worker when the sweep process dies, even by SIGKILL (which runs no handler), so
-    a killed sweep leaves no worker training and writing rows behind. A no-op elsewhere."""
-    import ctypes
-    import signal
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    except OSError:
-        return
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-    if os.getppid() == 1:  # the parent died before the call: nobody is left to wait for this worker
-        os._exit(1)
+from diffseg.study.workers import WORKER_MALLOC_ENV  # noqa: F401 (the sweep's public name for it)
+from diffseg.study.workers import spawn_pool as _spawn_pool
 
 
 def _job_label(cfg: ExperimentConfig, labels: Mapping[str, Any] | None = None) -> str:

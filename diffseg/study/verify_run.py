@@ -43,10 +43,10 @@ KERNELS = {
 def _init_worker(threads: int) -> None:
     import torch
 
-    from diffseg.study.sweep import _die_with_parent
+    from diffseg.study.workers import die_with_parent
 
     torch.set_num_threads(threads)
-    _die_with_parent()
+    die_with_parent()
 
 
 def _run_base(cfg, folder: str, stop_after: int | None) -> dict[str, Any]:
@@ -317,7 +317,7 @@ def _pool(workers: int, threads: int, kernels: str):
     (this process's own environment is restored at once)."""
     import multiprocessing as mp
 
-    from diffseg.study.sweep import WORKER_MALLOC_ENV, worker_environment
+    from diffseg.study.workers import WORKER_MALLOC_ENV, worker_environment
 
     env = {**{k: None for k in machines.KERNEL_ENV}, **KERNELS[kernels]}
     with worker_environment(WORKER_MALLOC_ENV, env):
