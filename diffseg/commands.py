@@ -143,6 +143,15 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:
         help="parallel processes (default: one single-threaded process per CPU core; on CUDA one per visible GPU, "
         "each pinned to its own)",
     )
+    p.add_argument(
+        "--gpus-per-job",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run each training as one DDP job over N GPUs (NCCL; on a CPU-only machine N single-threaded gloo "
+        "processes); jobs are packed onto the visible GPUs, evaluations keep one GPU each. data.batch_size is "
+        "the global batch, so the training is the same one",
+    )
     p.add_argument("--data-only", action="store_true", help="only write the synthetic datasets")
     from diffseg.study.slurm import add_arguments
 
@@ -258,6 +267,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         executor=args.executor,
         slurm=options_from_args(args) if args.executor == "slurm" else None,
         wait=not args.no_wait,
+        gpus_per_job=args.gpus_per_job,
     )
     if args.no_wait:
         return 0

@@ -162,7 +162,7 @@ def data_config(dataset: str, profile: str, root: str | None = None) -> DataConf
                 scale=(2048, 512),
                 crop_size=(512, 512),
                 test_scale=(2048, 512),
-                batch_size=4,
+                batch_size=32,  # the release's 4 images per GPU x 8 GPUs (the global batch)
                 num_workers=4,
             )
         return DataConfig(
@@ -171,7 +171,7 @@ def data_config(dataset: str, profile: str, root: str | None = None) -> DataConf
             scale=(2048, 1024),
             crop_size=(512, 1024),
             test_scale=(2048, 1024),
-            batch_size=4,
+            batch_size=32,
             num_workers=4,
         )
     small = profile == "smoke"
@@ -225,7 +225,9 @@ def profile_config(
             refiner=RefinerConfig(),
             # the release's step policy: halved every 10k (stage 1) / 20k (stage 2) iterations, floored at 1e-6
             optim=OptimConfig(decay_every=(10_000, 20_000), min_lr=1e-6),
-            train=TrainConfig(eval_every=16_000),  # 15 learning-curve points over 80k + 160k iterations
+            # 15 learning-curve points over 80k + 160k iterations; 4 images a forward pass, as the release's
+            # per-GPU batch: 8 GPUs take one micro-batch each, 1 GPU accumulates 8 (the same training)
+            train=TrainConfig(eval_every=16_000, micro_batch=4),
             # the release's grid ends at the cleanest level: T = 100, 10 -> [100, 90, ..., 10, 1]
             eval=_paper_eval(dataset, segmentor),
         )
@@ -305,7 +307,7 @@ def dry_run(cfg: ExperimentConfig, data: DataConfig) -> ExperimentConfig:
     """``cfg`` (a ``paper`` run) cut to a dry run: the same code paths and sizes, two iterations a stage, a
     random-weight base, learning-curve points and checkpoints at every second iteration, and a short test (two
     network evaluations on the release's grid, multi-scale at the smallest and largest of the paper's scales),
-    batch 2 per process."""
+    a batch of 2."""
     return replace(
         cfg,
         data=replace(data, batch_size=2),  # half the release's 4 per GPU: a CPU dry run takes ~20 s a step

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from diffseg.config import apply_overrides
+from diffseg.config import apply_overrides, config_hash
 from diffseg.engines import (
     NanLossError,
     build_models,
@@ -133,10 +133,12 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, data_root) -> None
 
 
 def test_two_gloo_processes_train_and_evaluate_like_one(tmp_path, finished_run, data_root) -> None:
-    """2 processes with batch b draw the items, augmentations, timesteps and noise of 1 process with batch 2b (every
-    draw is keyed by the item's position in the global batch) and the loss is normalised by the global number of
-    valid pixels, so DDP's averaged gradient is the one-process gradient: the weights agree up to float summation
-    order. The frozen base is shared (its own BatchNorm training under DDP is not synchronised)."""
+    """2 processes sharing the global batch (4 images each of ``data.batch_size=8``) draw the items, augmentations,
+    timesteps and noise of 1 process with the whole batch (every draw is keyed by the item's position in the global
+    batch) and the loss is normalised by the global number of valid pixels, so DDP's averaged gradient is the
+    one-process gradient: the weights agree up to float summation order. The frozen base is shared (its own
+    BatchNorm training under DDP is not synchronised). The second run splits each process's 4 images into
+    micro-batches of 2 (``train.micro_batch``): accumulated over them, the gradient is the same again."""
     run_dir, _ = finished_run
     shared = {
         "segmentor.weights": str(run_dir / "base.safetensors"),
@@ -145,7 +147,7 @@ def test_two_gloo_processes_train_and_evaluate_like_one(tmp_path, finished_run, 
         "train.stage2_iterations": 4,
     }
     training(tiny_cfg(data_root, **shared, **{"data.batch_size": 8}), tmp_path / "one", progress=False)
-    cfg = tiny_cfg(data_root, **shared, **{"data.batch_size": 4})
+    cfg = tiny_cfg(data_root, **shared, **{"data.batch_size": 8, "train.micro_batch": 2})
     out = run(cfg, tmp_path / "ddp", nproc_per_node=2, backend="gloo", progress=False)
     assert out and "refined" in out  # training ran to the end and evaluated
     one, _ = load_latest_checkpoint(tmp_path / "one" / "checkpoints")
@@ -366,3 +368,37 @@ def test_a_base_without_weights_is_refused_before_any_work(tmp_path, data_root) 
     with pytest.raises(ValueError, match=r"segmentor\.weights is unset.*random initialisation"):
         training(cfg, tmp_path / "r", progress=False)
     assert not (tmp_path / "r").exists()
+
+
+def test_micro_batches_accumulate_the_whole_batch_gradient(finished_run, data_root) -> None:
+    """One process, one step on a batch of 8 in micro-batches of 3 (3 + 3 + 2): the accumulated gradient is the
+    one-pass gradient up to float summation order (measured 4e-6 relative); the config's identity is unchanged.
+    (Weights after several Adam steps drift further apart: Adam's first steps are sign-like, see the DDP test.)"""
+    from diffseg.engines.dataflow import get_dataflow
+    from diffseg.engines.schedule import Stages
+    from diffseg.engines.trainers import create_refiner_trainer
+
+    run_dir, _ = finished_run
+    grads = {}
+    for micro in (0, 3):
+        cfg = tiny_cfg(data_root, **{"segmentor.train_iterations": 0, "train.micro_batch": micro})
+        _, refiner = build_models(
+            cfg, torch.device("cpu"), str(run_dir / "base.safetensors"), num_classes=150
+        )
+        batch = next(iter(get_dataflow(cfg, 1)[0]))
+        opt = torch.optim.SGD(refiner.denoiser.parameters(), lr=0.0)
+        create_refiner_trainer(refiner, opt, cfg, torch.device("cpu"), 0.0, Stages(0, 1)).run([batch])
+        grads[micro] = {n: p.grad for n, p in refiner.denoiser.named_parameters() if p.grad is not None}
+        if micro:
+            assert config_hash(cfg) == config_hash(tiny_cfg(data_root, **{"segmentor.train_iterations": 0}))
+    assert grads[0].keys() == grads[3].keys() and grads[0]
+    for name, g in grads[0].items():
+        assert (g - grads[3][name]).abs().max() <= 1e-4 * g.abs().max(), name
+
+
+def test_a_global_batch_that_does_not_split_is_refused() -> None:
+    from diffseg.engines.dataflow import per_process_batch
+
+    assert per_process_batch(32, 8) == 4
+    with pytest.raises(ValueError, match=r"data\.batch_size.*\(6\).*4 processes.*1, 2, 3, 6"):
+        per_process_batch(6, 4)

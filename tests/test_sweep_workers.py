@@ -130,9 +130,17 @@ def test_the_default_on_cuda_is_one_worker_per_visible_gpu(tmp_path, monkeypatch
         pools.append((workers, gpus))
         return NoPool()
 
-    monkeypatch.setattr(sweep, "_spawn_pool", fake_pool)
+    from diffseg.study import workers
+
+    monkeypatch.setattr(workers, "spawn_pool", fake_pool)
     sweep.sweep("smoke", tmp_path / "results", ["main_results"], device="cuda", progress=False)
     assert pools == [(4, [GPU(i, str(i)) for i in range(4)])]
+    # --gpus-per-job 2: trainings on two workers of two GPUs each, evaluations on one worker per GPU
+    pools.clear()
+    sweep.sweep("smoke", tmp_path / "r2", ["main_results"], device="cuda", progress=False, gpus_per_job=2)
+    assert sorted(pools) == [(2, [GPU(0, "0,1"), GPU(2, "2,3")]), (4, [GPU(i, str(i)) for i in range(4)])]
+    with pytest.raises(ValueError, match=r"--gpus-per-job 8 .* sees 4 \(0, 1, 2, 3\)"):
+        sweep.sweep("smoke", tmp_path / "r3", ["main_results"], device="cuda", progress=False, gpus_per_job=8)
 
 
 def test_a_notebook_that_trains_uses_one_thread_like_a_sweep_worker(tmp_path, monkeypatch):
@@ -193,3 +201,25 @@ def test_a_failing_local_job_is_named_and_the_others_still_run(tmp_path, monkeyp
         "main_results",
     ]
     assert main([*args, "--workers", "1"]) == 1
+
+
+def test_a_grouped_training_runs_as_one_gloo_job_and_its_errors_come_back(tmp_path, monkeypatch):
+    """``--gpus-per-job 2`` on CPU: a base training runs as 2 gloo ranks in a child interpreter (rank 0 writes the
+    weights), its result names the group; a rank's error comes back as one line naming the config key."""
+    from diffseg.config import apply_overrides
+    from diffseg.profiles import profile_config
+    from diffseg.study.execution import base_weights_path
+    from diffseg.study.process_group import run_grouped
+
+    cfg = apply_overrides(
+        profile_config("smoke", "ade20k"),
+        {"data.root": str(tmp_path / "data"), "segmentor.train_iterations": 4, "device": "cpu"},
+    )
+    runs = tmp_path / "runs"
+    label, _, iterations, _, device, _ = run_grouped(("base", (cfg, runs), ""), 2)
+    assert device == "cpu x2" and iterations == 4 and base_weights_path(cfg, runs).exists()
+    odd = apply_overrides(cfg, {"data.batch_size": 7})
+    with pytest.raises(
+        RuntimeError, match=r"^rank \d: ValueError: config key 'data.batch_size' .* 1, 7 processes"
+    ):
+        run_grouped(("base", (odd, runs), ""), 2)

@@ -76,7 +76,9 @@ class DataConfig:
     photometric: bool = True
     # Test pipeline: keep-ratio resize into `test_scale`.
     test_scale: tuple[int, int] = (2048, 512)
-    batch_size: int = 4  # per process
+    # The global batch of a training step, over every process: N processes take batch_size / N images each, so
+    # the config describes the training and the process count only how it runs (the lr scales with this number)
+    batch_size: int = 4
     num_workers: int = 2
     # Synthetic data: written to `root` when it is missing and `synthetic` is true (the embedded default).
     synthetic: bool = False
@@ -239,11 +241,16 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     channels_last: bool = True  # on CUDA
     compile: bool = False  # torch.compile the denoiser (worth it on CUDA: benchmarks/train_step.py)
+    # Images per forward/backward of the refiner in one process (0: the process's whole share of the batch); a
+    # smaller value accumulates gradients over its micro-batches, so a global batch too large for one GPU's
+    # memory still trains as one step. How a step runs, like the process count, not what it computes.
+    micro_batch: int = 0
 
     def __post_init__(self) -> None:
         for key in ("stage1_iterations", "stage2_iterations", "checkpoint_every", "eval_every", "log_every"):
             _check_at_least(f"train.{key}", getattr(self, key), 0)
         _check_at_least("train.ema_interval", self.ema_interval, 1)
+        _check_at_least("train.micro_batch", self.micro_batch, 0)
         if not 0 < self.ema_momentum <= 1:
             raise ConfigError(f"config key 'train.ema_momentum' must be in (0, 1], got {self.ema_momentum!r}")
 

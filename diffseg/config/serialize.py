@@ -177,7 +177,14 @@ def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
 
 
 # Keys that do not change what a run computes; they are left out of its identity.
-_NON_IDENTITY = {("name",), ("device",), ("data", "num_workers"), ("train", "log_every"), ("data", "root")}
+_NON_IDENTITY = {
+    ("name",),
+    ("device",),
+    ("data", "num_workers"),
+    ("train", "log_every"),
+    ("data", "root"),
+    ("train", "micro_batch"),  # how a step is split in memory, as the process count: the same training
+}
 
 
 # Keys added after results were stored, with their defaults: at the default they are left out of the identity, so

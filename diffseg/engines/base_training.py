@@ -64,7 +64,7 @@ def _train_base(
     train_loader, _, val_ds = get_dataflow(cfg, iters, start_iter=start, seed_offset=17)
     torch.manual_seed(iteration_seed(cfg.seed, 0, STREAM_BASE_INIT))
     seg = build_segmentor(cfg.segmentor.name, val_ds.num_classes, weights=None, frozen=False).to(device)
-    lr = cfg.segmentor.lr * cfg.data.batch_size * idist.get_world_size() / cfg.optim.reference_batch
+    lr = cfg.segmentor.lr * cfg.data.batch_size / cfg.optim.reference_batch  # the global batch
     opt = torch.optim.AdamW(seg.parameters(), lr=lr, weight_decay=cfg.segmentor.weight_decay)
     if state:
         seg.load_state_dict(state["model"])

@@ -13,6 +13,18 @@ from diffseg.config import ExperimentConfig
 from diffseg.engines.common import STREAM_AUGMENT, STREAM_EPOCH_ORDER, iteration_seed, make_generator
 
 
+def per_process_batch(batch_size: int, world_size: int) -> int:
+    """This process's share of the global batch ``data.batch_size`` when ``world_size`` processes train; a
+    batch that does not split evenly is an error naming the key and the sizes that would."""
+    if batch_size % world_size:
+        raise ValueError(
+            f"config key 'data.batch_size' is the global batch ({batch_size}) and must split evenly over the "
+            f"{world_size} processes of this training: give a multiple of {world_size}, or run "
+            f"{', '.join(str(n) for n in range(1, batch_size + 1) if batch_size % n == 0)} processes"
+        )
+    return batch_size // world_size
+
+
 class IterationSampler(Sampler[list[int]]):
     """Batches of dataset indices as a pure function of (seed, iteration), resumable at any iteration.
 
@@ -105,7 +117,7 @@ def get_dataflow(
     workers = cfg.data.num_workers
     sampler = IterationSampler(
         len(train_ds),
-        cfg.data.batch_size,
+        per_process_batch(cfg.data.batch_size, idist.get_world_size()),
         total_iters,
         cfg.seed + seed_offset,
         start_iter,

@@ -19,12 +19,13 @@ log = logging.getLogger("diffseg")
 
 
 def scaled_lr(cfg: ExperimentConfig) -> float:
-    """The learning rate scaled linearly with the effective batch (per-process batch x processes)."""
-    effective = cfg.data.batch_size * idist.get_world_size()
+    """The learning rate scaled linearly with the batch (``data.batch_size``, the global batch: the same whatever the
+    number of processes that share it)."""
+    effective = cfg.data.batch_size
     lr = cfg.optim.lr * effective / cfg.optim.reference_batch
     if effective != cfg.optim.reference_batch and idist.get_rank() == 0:
         log.info(
-            "effective batch %d differs from optim.reference_batch %d: lr scaled %.3g -> %.3g",
+            "batch %d differs from optim.reference_batch %d: lr scaled %.3g -> %.3g",
             effective,
             cfg.optim.reference_batch,
             cfg.optim.lr,

@@ -103,20 +103,25 @@ def create_refiner_trainer(
         # pure function of (seed, iteration, rank) too, so a resumed run replays them exactly.
         torch.manual_seed(iteration_seed(cfg.seed, it, STREAM_GLOBAL, idist.get_rank()))
         refiner.denoiser.train()
-        with autocast_context(device, cfg.train.amp):
-            with torch.no_grad():
-                base = refiner.base_outputs(batch["image"])
-            out = refiner.loss(
-                batch,
-                noise_object=cfg.refiner.noise_object,
-                single_step=stages.stage_of(it) == 1,
-                generator=gens,
-                base=base,
-            )
-        loss = global_pixel_mean(out["ce_sum"], out["valid"])
-        _check_finite(loss, engine)
+        single_step = stages.stage_of(it) == 1
+        micro = cfg.train.micro_batch
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if not micro or micro >= b:
+            with autocast_context(device, cfg.train.amp):
+                with torch.no_grad():
+                    base = refiner.base_outputs(batch["image"])
+                out = refiner.loss(
+                    batch,
+                    noise_object=cfg.refiner.noise_object,
+                    single_step=single_step,
+                    generator=gens,
+                    base=base,
+                )
+            loss = global_pixel_mean(out["ce_sum"], out["valid"])
+            _check_finite(loss, engine)
+            loss.backward()
+        else:
+            out = _accumulate(refiner, batch, gens, micro, cfg, device, single_step, engine)
         if cfg.optim.grad_clip:
             nn.utils.clip_grad_norm_(refiner.denoiser.parameters(), cfg.optim.grad_clip)
         optimizer.step()
@@ -133,6 +138,51 @@ def create_refiner_trainer(
         trainer, optimizer, lr, cfg, stages.bounds, lambda it: cfg.optim.decay_every[stages.stage_of(it) - 1]
     )
     return trainer
+
+
+def _accumulate(
+    refiner: nn.Module,
+    batch: dict[str, Any],
+    gens: list[torch.Generator],
+    micro: int,
+    cfg: ExperimentConfig,
+    device: torch.device,
+    single_step: bool,
+    engine: Engine,
+) -> dict[str, torch.Tensor]:
+    """One step's gradient over this process's batch in micro-batches of ``micro`` images (``train.micro_batch``).
+
+    Every item keeps its own generator and the loss is still normalised by the valid pixels of the whole global
+    batch (counted from the masks before any forward pass), so the summed gradient is the one-pass gradient up to
+    float summation order; the frozen base runs per micro-batch too (eval mode: items are independent). Under DDP
+    the gradients are all-reduced once, on the last micro-batch. Returns the batch's ``loss`` (mean over its valid
+    pixels, for the log)."""
+    from contextlib import nullcontext
+
+    from diffseg.models.refiner import IGNORE_INDEX
+
+    b = batch["image"].shape[0]
+    valid = (batch["mask"] != IGNORE_INDEX).sum()
+    world = idist.get_world_size()
+    total = idist.all_reduce(valid.detach().clone().float()) if world > 1 else valid
+    ce = torch.zeros((), device=device)
+    for lo in range(0, b, micro):
+        part = {k: v[lo : lo + micro] for k, v in batch.items()}
+        last = lo + micro >= b
+        sync = nullcontext() if last or world == 1 else refiner.denoiser.no_sync()
+        with sync, autocast_context(device, cfg.train.amp):
+            out = refiner.loss(
+                part,
+                noise_object=cfg.refiner.noise_object,
+                single_step=single_step,
+                generator=gens[lo : lo + micro],
+                base=refiner.base_outputs(part["image"]),
+            )
+            loss = out["ce_sum"] * world / total.clamp_min(1)
+            _check_finite(loss, engine)
+            loss.backward()
+        ce = ce + out["ce_sum"].detach()
+    return {"loss": ce / valid.clamp_min(1)}
 
 
 def resume_at(trainer: Engine, start: int, total: int) -> None:

@@ -44,6 +44,22 @@ def worker_devices(workers: int, gpus: list[GPU]) -> list[GPU | None]:
     return [gpus[i % len(gpus)] if gpus else None for i in range(workers)]
 
 
+def gpu_groups(gpus: list[GPU], size: int) -> list[GPU]:
+    """``gpus`` cut into groups of ``size`` for multi-GPU trainings (``--gpus-per-job``), each a `GPU` whose name
+    lists its members (``"0,1"``: what ``CUDA_VISIBLE_DEVICES`` says to show a worker all of them); GPUs left over
+    after the last whole group stay idle. Fewer GPUs than ``size`` is an error that says how many there are."""
+    if size < 1:
+        raise ValueError(f"--gpus-per-job must be >= 1, got {size}")
+    if len(gpus) < size:
+        raise ValueError(
+            f"--gpus-per-job {size} asks for {size} GPUs per training but this process sees {len(gpus)}"
+            + (f" ({', '.join(g.name for g in gpus)})" if gpus else " (no CUDA)")
+            + "; give at most that many, or make more visible (CUDA_VISIBLE_DEVICES)"
+        )
+    whole = len(gpus) // size * size
+    return [GPU(gpus[i].index, ",".join(g.name for g in gpus[i : i + size])) for i in range(0, whole, size)]
+
+
 def pin_worker(gpu: GPU | None) -> None:
     """Make this process use ``gpu`` only (nothing for None). Before CUDA is initialised here (a fresh spawned
     worker): ``CUDA_VISIBLE_DEVICES`` names it alone. After (it cannot be narrowed then): the current device."""

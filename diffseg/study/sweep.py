@@ -27,8 +27,11 @@ from diffseg.study.identity import train_id
 from diffseg.study.jobs import JOBS_FILE, JobTable
 from diffseg.study.plan import plan_work
 from diffseg.study.store import open_store, runs_folder
-from diffseg.study.workers import WORKER_MALLOC_ENV  # noqa: F401 (the sweep's public name for it)
-from diffseg.study.workers import spawn_pool as _spawn_pool
+from diffseg.study.workers import (
+    WORKER_MALLOC_ENV,  # noqa: F401 (the sweep's public name for it)
+    Pools,
+)
+from diffseg.study.workers import spawn_pool as _spawn_pool  # noqa: F401 (tests start one worker through it)
 
 
 def _job_label(cfg: ExperimentConfig, labels: Mapping[str, Any] | None = None) -> str:
@@ -74,9 +77,14 @@ def _call(job: tuple[str, Any, str]) -> tuple[str, float, int | None, int, str, 
     return label, time.perf_counter() - t0, its, peak_memory(device), str(device), machines.describe()
 
 
-def _guarded_call(job: tuple[str, Any, str]) -> tuple[Any, Failure | None]:
-    """`_call`, with a job's failure returned instead of raised, so the sweep's other jobs still run."""
+def _guarded_call(job: tuple[str, Any, str], processes: int = 1) -> tuple[Any, Failure | None]:
+    """`_call` (as a ``processes``-process training when > 1, `diffseg.study.process_group`), with a job's failure
+    returned instead of raised, so the sweep's other jobs still run."""
     try:
+        if processes > 1:
+            from diffseg.study.process_group import run_grouped
+
+            return run_grouped(job, processes), None
         return _call(job), None
     except Exception as e:  # a failed job, named with its error's last line and where its output is
         kind, args, name = job
@@ -99,6 +107,7 @@ def sweep(
     executor: str = "local",
     slurm: Any = None,
     wait: bool = True,
+    gpus_per_job: int = 1,
 ) -> pd.DataFrame:
     """Run everything the store lacks for ``experiments`` (default: all), ``workers`` processes at a time.
 
@@ -111,7 +120,9 @@ def sweep(
     Phases, each a set of independent jobs: base segmentors, shared stage-1 trainings, full trainings, then
     evaluations. Every job is resumable and idempotent, so an interrupted sweep, started again, redoes only what
     is missing. On CPU the default is one single-threaded process per core; on CUDA one process per visible GPU,
-    each pinned to its own (`diffseg.study.devices`).
+    each pinned to its own (`diffseg.study.devices`). ``gpus_per_job`` > 1 runs each training (base, stage 1,
+    refiner) as one DDP job over that many GPUs (on CPU: single-threaded gloo processes), as many at once as the
+    GPUs (cores) allow; evaluations keep one GPU (core) each.
     """
     import multiprocessing as mp
 
@@ -142,6 +153,11 @@ def sweep(
         ("evaluations", [("eval", (a, n, profile, results_dir), "") for n, a in todo]),
     ]
     table = JobTable(store.root / JOBS_FILE)
+    if executor == "slurm" and gpus_per_job > 1:
+        raise ValueError(
+            "--gpus-per-job is the local executor's; on Slurm give --slurm-gpus-per-job N (one task per GPU) "
+            "or --slurm-tasks-per-node N (CPU ranks), and --slurm-nodes"
+        )
     if executor == "slurm":
         from diffseg.study.slurm_sweep import run_on_slurm
 
@@ -149,11 +165,12 @@ def sweep(
         return store.consolidate()
     if executor != "local":
         raise ValueError(f"unknown executor '{executor}'; valid executors: local, slurm")
-    ctx = mp.get_context("spawn")
-    pool = _spawn_pool(ctx, workers, gpus) if workers > 1 else None
+    from functools import partial
+
+    pools = Pools(mp.get_context("spawn"), workers, gpus, gpus_per_job)
     threads = torch.get_num_threads()
     failures: list[Failure] = []
-    if pool is None and not on_cuda:
+    if pools.get(False) is None and not on_cuda:
         # Float reductions are split by thread, so CPU numbers depend on the thread count: jobs run here, as with
         # --workers 1, use the single thread of a pool worker and write the rows a pooled sweep writes.
         torch.set_num_threads(1)
@@ -161,7 +178,10 @@ def sweep(
         for title, jobs in phases:
             if not jobs:
                 continue
-            it = pool.imap_unordered(_guarded_call, jobs) if pool else map(_guarded_call, jobs)
+            processes = gpus_per_job if title != "evaluations" else 1
+            call = partial(_guarded_call, processes=processes)
+            pool = pools.get(processes > 1)
+            it = pool.imap_unordered(call, jobs) if pool else map(call, jobs)
             log = JobLog(f"[{profile}] {title}", len(jobs), enabled=progress)
             for result, failure in it:
                 if failure is not None:
@@ -176,9 +196,7 @@ def sweep(
                 )
     finally:
         torch.set_num_threads(threads)
-        if pool is not None:
-            pool.close()
-            pool.join()
+        pools.close()
     df = store.consolidate()
     if failures:  # every other job ran first; a second sweep does only what is still missing
         raise SweepFailed(failures)

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from diffseg.study.devices import GPU, pin_worker, worker_devices
+from diffseg.study.devices import GPU, gpu_groups, pin_worker, worker_devices
 
 # glibc hands freed memory back to the OS once the heap's free top exceeds M_TRIM_THRESHOLD (128 KiB at start) and
 # serves large blocks with fresh mmaps, so a training step that allocates and frees tens of MB of activations
@@ -59,6 +59,45 @@ def spawn_pool(ctx: Any, workers: int, gpus: list[GPU] | None = None) -> Any:
         return ctx.Pool(workers, initializer=init_worker, initargs=(devices, slot))
 
 
+class Pools:
+    """The local sweep's worker pools, each started when a phase first needs it and closed by `close`.
+
+    Single-process jobs run on ``workers`` workers (one per core, or one per GPU, each pinned to it); with
+    ``group`` > 1 (``--gpus-per-job``) trainings run as ``group``-process jobs (`diffseg.study.process_group`)
+    on ``len(gpus) // group`` workers, each pinned to its own ``group`` GPUs, or on CPU ``workers // group``
+    workers whose ranks take a core each. One worker runs its jobs in this process (no pool: None).
+    """
+
+    def __init__(self, ctx: Any, workers: int, gpus: list[GPU], group: int = 1) -> None:
+        self.ctx, self.workers, self.gpus, self.group = ctx, workers, gpus, group
+        self._pools: dict[bool, Any] = {}
+        if group > 1 and gpus:
+            self.grouped_devices: list[GPU] = gpu_groups(gpus, group)
+        else:
+            self.grouped_devices = []
+
+    def slots(self, grouped: bool) -> int:
+        """How many jobs run at once: single-process jobs, or (``grouped``) multi-process trainings."""
+        if not grouped:
+            return self.workers
+        return len(self.grouped_devices) if self.gpus else max(1, self.workers // self.group)
+
+    def get(self, grouped: bool) -> Any:
+        n = self.slots(grouped)
+        if n <= 1:
+            return None
+        if grouped not in self._pools:
+            gpus = self.grouped_devices if grouped else self.gpus
+            self._pools[grouped] = spawn_pool(self.ctx, n, gpus)
+        return self._pools[grouped]
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
+            pool.join()
+        self._pools.clear()
+
+
 def init_worker(devices: list[GPU | None] | None = None, slot: Any = None) -> None:
     gpu = None
     if devices and slot is not None:
@@ -92,4 +131,4 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
-__all__ = ["WORKER_MALLOC_ENV", "die_with_parent", "init_worker", "spawn_pool", "worker_environment"]
+__all__ = ["WORKER_MALLOC_ENV", "Pools", "die_with_parent", "init_worker", "spawn_pool", "worker_environment"]
