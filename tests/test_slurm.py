@@ -99,9 +99,57 @@ def test_slurm_options_override_the_profiles_resources() -> None:
     params = opts.parameters("paper", "train")
     assert params["slurm_partition"] == "gpu" and params["timeout_min"] == 90 and params["gpus_per_node"] == 4
     assert params["slurm_additional_parameters"] == {"constraint": "a100"} and params["cpus_per_task"] == 8
+    assert params["tasks_per_node"] == 4  # one DDP rank per GPU
+    evaluation = opts.parameters("paper", "eval")  # evaluations keep one task and their one GPU
+    assert evaluation["gpus_per_node"] == 1 and "tasks_per_node" not in evaluation
+    assert SlurmOptions(tasks_per_node=2, nodes=2).parameters("smoke", "base")["tasks_per_node"] == 2
     assert SlurmOptions().parameters("smoke", "eval")["cpus_per_task"] == 1
     with pytest.raises(ValueError, match="not KEY=VALUE"):
         parse_extra(["constraint"])
+
+
+def test_a_two_task_gloo_training_through_slurm_trains_the_one_process_weights(tmp_path) -> None:
+    """A refiner training submitted with two tasks (``--slurm-tasks-per-node 2``) runs as one gloo DDP job whose
+    ranks ignite builds from Slurm's environment, sharing the global batch: its weights are the 1-process
+    training's up to float summation order (the bound of the 2-process test in test_engines.py)."""
+    import torch
+
+    from diffseg.config import apply_overrides
+    from diffseg.engines import build_models, load_latest_checkpoint
+    from diffseg.profiles import profile_config
+    from diffseg.study.execution import train_base
+    from diffseg.study.identity import train_id
+    from diffseg.study.sweep import _call
+
+    cfg = apply_overrides(
+        profile_config("smoke", "ade20k"),
+        {"data.root": str(tmp_path / "data"), "segmentor.train_iterations": 6, "device": "cpu"},
+    )
+    base = train_base(cfg, tmp_path / "base")  # one fixed base for both
+    cfg = apply_overrides(
+        cfg,
+        {"segmentor.weights": base, "train.stage1_iterations": 0, "train.stage2_iterations": 4},
+    )
+    job = ("train", (cfg, tmp_path / "slurm-runs"), "two ranks")
+    ex_ = SlurmExecutor(tmp_path / "slurm", "smoke", SlurmOptions(tasks_per_node=2), poll_s=1.0)
+    done: list = []
+    assert ex_.run([job], ["train-two-ranks"], done.append) == []
+    assert done and done[0][4] == "cpu x2"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _call(("train", (cfg, tmp_path / "local-runs"), "one process"))
+    finally:
+        torch.set_num_threads(threads)
+    one, _ = load_latest_checkpoint(tmp_path / "local-runs" / train_id(cfg) / "checkpoints")
+    two, _ = load_latest_checkpoint(tmp_path / "slurm-runs" / train_id(cfg) / "checkpoints")
+    assert one["iteration"] == two["iteration"] == 4
+    _, fresh = build_models(cfg, torch.device("cpu"), base, num_classes=150)
+    initial = fresh.denoiser.state_dict()
+    for key, w in one["denoiser"].items():
+        if w.is_floating_point():
+            moved = (w - initial[key]).abs().max().item()
+            assert (w - two["denoiser"][key]).abs().max().item() <= 1e-2 * moved, (key, moved)
 
 
 def _curve(run_dir) -> str:

@@ -63,23 +63,31 @@ class SlurmOptions:
     account: str | None = None
     qos: str | None = None
     time_min: int | None = None
-    gpus_per_job: int | None = None
+    gpus_per_job: int | None = None  # GPUs per node of a training, one task (rank) each
     nodes: int | None = None
+    tasks_per_node: int | None = None  # ranks per node of a training (default: its GPUs, else 1)
     cpus_per_task: int | None = None
     mem_gb: int | None = None
     extra: dict[str, str] = field(default_factory=dict)  # --slurm-extra KEY=VALUE: any sbatch option
 
     def parameters(self, profile: str, kind: str) -> dict[str, Any]:
-        """submitit's ``update_parameters`` for a job of ``kind`` ("base", "stage1", "train", "eval")."""
+        """submitit's ``update_parameters`` for a job of ``kind`` ("base", "stage1", "train", "eval").
+
+        A training given GPUs, nodes or tasks runs as one DDP job of ``nodes x tasks_per_node`` ranks, one task
+        per GPU by default (`diffseg.study.process_group.in_slurm_tasks`); evaluations keep one task."""
         family = "paper" if profile.startswith("paper") else "synthetic"
         params = dict(RESOURCES[family][kind])
+        ranks = {} if kind == "eval" else {
+            "gpus_per_node": self.gpus_per_job,
+            "nodes": self.nodes,
+            "tasks_per_node": self.tasks_per_node or self.gpus_per_job,
+        }  # fmt: skip
         for key, value in (
             ("slurm_partition", self.partition),
             ("slurm_account", self.account),
             ("slurm_qos", self.qos),
             ("timeout_min", self.time_min),
-            ("gpus_per_node", self.gpus_per_job),
-            ("nodes", self.nodes),
+            *ranks.items(),
             ("cpus_per_task", self.cpus_per_task),
             ("mem_gb", self.mem_gb),
         ):
@@ -123,8 +131,19 @@ def add_arguments(p: Any) -> None:
     g.add_argument("--slurm-account", default=None, help="account (sbatch --account)")
     g.add_argument("--slurm-qos", default=None, help="quality of service (sbatch --qos)")
     g.add_argument("--slurm-time", type=int, default=None, help="time limit of every job, in minutes")
-    g.add_argument("--slurm-gpus-per-job", type=int, default=None, help="GPUs per job")
-    g.add_argument("--slurm-nodes", type=int, default=None, help="nodes per job")
+    g.add_argument(
+        "--slurm-gpus-per-job",
+        type=int,
+        default=None,
+        help="GPUs per node of each training, one DDP rank (task) per GPU; evaluations keep one",
+    )
+    g.add_argument("--slurm-nodes", type=int, default=None, help="nodes per training (ranks: nodes x tasks)")
+    g.add_argument(
+        "--slurm-tasks-per-node",
+        type=int,
+        default=None,
+        help="DDP ranks per node of each training (default: its GPUs, else 1; on CPU nodes: gloo ranks)",
+    )
     g.add_argument("--slurm-cpus-per-task", type=int, default=None, help="CPUs per task")
     g.add_argument("--slurm-mem", type=int, default=None, help="memory per job, in GB")
     g.add_argument(
@@ -144,6 +163,7 @@ def options_from_args(args: Any) -> SlurmOptions:
         time_min=args.slurm_time,
         gpus_per_job=args.slurm_gpus_per_job,
         nodes=args.slurm_nodes,
+        tasks_per_node=args.slurm_tasks_per_node,
         cpus_per_task=args.slurm_cpus_per_task,
         mem_gb=args.slurm_mem,
         extra=parse_extra(args.slurm_extra),
@@ -163,6 +183,14 @@ class SweepTask(submitit.helpers.Checkpointable):
 
         # the threads Slurm gave the task: one under the synthetic profiles, as the local sweep's workers
         torch.set_num_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", "1")))
+        if int(os.environ.get("SLURM_NTASKS", "1")) > 1:  # one training over the job's tasks, rank 0 reports
+            from diffseg.study.process_group import in_slurm_tasks
+
+            result = in_slurm_tasks(job, _call)
+            if result is not None:
+                label, seconds, iterations, peak, device, machine = result
+                result = label, seconds, iterations, peak, f"{device} x{os.environ['SLURM_NTASKS']}", machine
+            return result
         return _call(job)
 
 
@@ -304,7 +332,7 @@ class SlurmExecutor:
                     continue
                 del pending[i]
                 try:
-                    finished(job.result())
+                    finished(job.results()[0])  # a multi-task training: rank 0's (task 0's) result
                 except Exception as e:  # a failed job: named, with its error's last line and its log
                     failures.append(Failure(jobs[i][2] or keys[i], error_line(str(e)), str(job.paths.stderr)))
                 if status:
