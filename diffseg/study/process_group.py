@@ -71,6 +71,12 @@ def _rank(local_rank: int, folder: str, call: Callable[[Any], Any] | None = None
 
     if not torch.cuda.is_available():
         torch.set_num_threads(1)  # a rank per core, as the sweep's single-process CPU workers
+    import warnings
+
+    _quiet_ignite()  # a spawned rank imports ignite afresh
+    # DDP's reducer warns once per parameter whose gradient is strided otherwise than its bucket (SegFormer's
+    # depthwise convs: a layout question of speed, not of the numbers); one line per job is noise in a sweep
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     if call is None:
         from diffseg.study.sweep import _call as call
     job = pickle.loads((Path(folder) / "job.pkl").read_bytes())
@@ -102,9 +108,25 @@ def in_slurm_tasks(job: tuple[str, Any, str], call: Callable[[Any], Any]) -> Any
     return result if rank == 0 else None
 
 
+def _quiet_ignite() -> None:
+    """ignite's launcher and ``auto_model`` log their set-up at INFO through loggers they build on each call
+    (``ignite.utils.setup_logger``, level INFO): a group per training would print a dozen lines per job between
+    the sweep's progress lines. Warnings and errors still show."""
+    import functools
+    import logging
+
+    import ignite.distributed.auto as auto
+    import ignite.distributed.launcher as launcher
+    from ignite.utils import setup_logger
+
+    quiet = functools.partial(setup_logger, level=logging.WARNING)
+    launcher.setup_logger = auto.setup_logger = quiet  # type: ignore[attr-defined]
+
+
 def main(argv: list[str]) -> int:
     import ignite.distributed as idist
 
+    _quiet_ignite()
     folder, processes, port = argv[0], int(argv[1]), int(argv[2])
     with idist.Parallel(backend=_backend(), nproc_per_node=processes, master_port=port) as parallel:
         parallel.run(_rank, folder)
