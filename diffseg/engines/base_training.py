@@ -65,7 +65,8 @@ def _train_base(
     torch.manual_seed(iteration_seed(cfg.seed, 0, STREAM_BASE_INIT))
     seg = build_segmentor(cfg.segmentor.name, val_ds.num_classes, weights=None, frozen=False).to(device)
     lr = cfg.segmentor.lr * cfg.data.batch_size / cfg.optim.reference_batch  # the global batch
-    opt = torch.optim.AdamW(seg.parameters(), lr=lr, weight_decay=cfg.segmentor.weight_decay)
+    # the multi-tensor path, as the refiner's (`schedule.build_optimizer`): the same numbers, fewer ops
+    opt = torch.optim.AdamW(seg.parameters(), lr=lr, weight_decay=cfg.segmentor.weight_decay, foreach=True)
     if state:
         seg.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
