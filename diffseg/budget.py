@@ -243,25 +243,64 @@ KEY_CONTRASTS: tuple[tuple[str, str, Callable[[pd.DataFrame], pd.DataFrame]], ..
 )
 
 
-RESOLVED_HALF_WIDTH = (
-    0.5  # mIoU points: a contrast whose 95% interval is this tight over >= 3 seeds is resolved
-)
+# mIoU points: a contrast whose 95% interval is this tight is resolved even when it contains zero ("no difference
+# larger than 0.5")
+RESOLVED_HALF_WIDTH = 0.5
+# a contrast is settled when neither its sign nor its verdict changes over this last share of its budget
+SETTLE_WINDOW = 1 / 3
+
+
+def stability(budget: pd.DataFrame) -> pd.DataFrame:
+    """Per setting of one key contrast's budget curve (`budget_curve`): is its verdict settled, and resolved?
+
+    - **budget**: the last recorded iteration; **seeds**: the paired seeds there; mean and half-width there.
+    - **settled**: over the last third of the budget (the points at iterations >= 2/3 of the last, at least two of
+      them), the mean keeps one sign and the verdict (the 95% interval excludes zero, or not) does not change.
+    - **resolved**: at the last point the interval excludes zero, or its half-width is at most
+      `RESOLVED_HALF_WIDTH` (then it reads "no difference larger than 0.5"); one seed has no interval and is not.
+
+    Absolute mIoU may still rise while a contrast is settled (report 10 says by how much).
+    """
+    cols = ["setting", "budget", "mean", "half_width", "seeds", "settled", "resolved", "reads"]
+    rows = []
+    for setting, g in budget.groupby("setting", sort=True):
+        g = g.sort_values("iteration")
+        last = g.iloc[-1]
+        end = int(last["iteration"])
+        window = g[g["iteration"] >= end - math.floor(SETTLE_WINDOW * end + 1e-9)]  # 600 -> from 400 on
+        lo, hi = window["mean"] - window["half_width"], window["mean"] + window["half_width"]
+        excludes = ((lo > 0) | (hi < 0)).to_numpy()
+        signs = np.sign(window["mean"].to_numpy())
+        finite = bool(np.isfinite(window["half_width"]).all())
+        settled = len(window) >= 2 and finite and len(set(signs)) == 1 and len(set(excludes)) == 1
+        hw, mean = float(last["half_width"]), float(last["mean"])
+        if not math.isfinite(hw):
+            resolved, reads = False, "one seed: no interval"
+        elif excludes[-1]:
+            resolved, reads = True, "positive" if mean > 0 else "negative"
+        elif hw <= RESOLVED_HALF_WIDTH:
+            resolved, reads = True, f"no difference larger than {RESOLVED_HALF_WIDTH}"
+        else:
+            resolved, reads = False, f"interval contains zero, half-width {hw:.2f} > {RESOLVED_HALF_WIDTH}"
+        rows.append([setting, int(last["iteration"]), round(mean, 2), round(hw, 2), int(last["n"]),
+                     "yes" if settled else "no", "yes" if resolved else "no", reads])  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)
 
 
 def final_contrasts(budgets: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
-    """Each budget curve's last point per setting: contrast, setting, iteration, mean, half-width, seeds, resolved."""
-    rows = []
-    for title, b in budgets:
-        for setting, g in b.groupby("setting", sort=True):
-            last = g.sort_values("iteration").iloc[-1]
-            hw = float(last["half_width"])
-            ok = int(last["n"]) >= 3 and math.isfinite(hw) and hw <= RESOLVED_HALF_WIDTH
-            rows.append({"contrast": title, "setting": setting, "iteration": int(last["iteration"]),
-                         "mean": round(float(last["mean"]), 2), "half_width": round(hw, 2), "seeds": int(last["n"]),
-                         "resolved": "yes" if ok else "no"})  # fmt: skip
-    return pd.DataFrame(
-        rows, columns=["contrast", "setting", "iteration", "mean", "half_width", "seeds", "resolved"]
-    )
+    """`stability` of each key contrast, one row per contrast and setting (the first column names the contrast)."""
+    parts = [stability(b).assign(contrast=title) for title, b in budgets]
+    cols = ["contrast", "setting", "budget", "mean", "half_width", "seeds", "settled", "resolved", "reads"]
+    return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
+
+
+def contrast_status(df: pd.DataFrame, experiment: str) -> pd.DataFrame:
+    """`final_contrasts` of the key contrasts of ``experiment`` (what its finding card shows); empty when the store
+    has no curves for them."""
+    keys = [k for k in KEY_CONTRASTS if k[1] == experiment]
+    c = arm_curves(df, experiment) if keys else pd.DataFrame()
+    budgets = [(title, budget_curve(fn(c))) for title, _, fn in keys] if not c.empty else []
+    return final_contrasts([(t, b) for t, b in budgets if not b.empty])
 
 
 def key_budget_curves(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:

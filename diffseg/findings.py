@@ -56,6 +56,9 @@ class Finding:
     verdict: str  # "supported" | "contradicted" | "mixed" | "not shown" | "not run"
     rule: str  # how the contrasts combine into the verdict, in words
     convergence: str = ""  # whether the trainings it rests on have flattened (`convergence`)
+    # its key contrasts over their budget curves, one row per contrast and setting: (contrast, setting, budget,
+    # seeds, settled, resolved, reads), from `diffseg.budget.stability`
+    stability: tuple[tuple[str, str, int, int, str, str, str], ...] = ()
 
 
 def contrast(
@@ -241,8 +244,14 @@ _EXPERIMENT_OF = {
 def _with_convergence(f: Callable[[pd.DataFrame], Finding]) -> Callable[[pd.DataFrame], Finding]:
     def wrapped(df: pd.DataFrame) -> Finding:
         finding = f(df)
-        conv = convergence(df, _EXPERIMENT_OF[finding.key]) if len(df) else "unknown: no results yet."
-        return replace(finding, convergence=conv)
+        from diffseg import budget
+
+        experiment = _EXPERIMENT_OF[finding.key]
+        conv = convergence(df, experiment) if len(df) else "unknown: no results yet."
+        t = budget.contrast_status(df, experiment) if len(df) else pd.DataFrame()
+        cols = ["contrast", "setting", "budget", "seeds", "settled", "resolved", "reads"]
+        stable = tuple(tuple(r) for r in t[cols].itertuples(index=False)) if len(t) else ()
+        return replace(finding, convergence=conv, stability=stable)
 
     wrapped.__doc__, wrapped.__name__ = f.__doc__, f.__name__
     return wrapped

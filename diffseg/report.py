@@ -64,6 +64,33 @@ def _verdict_html(verdict: str) -> str:
     return f'<span class="ds-verdict" style="color:{colour}">{html.escape(verdict)}</span>'
 
 
+_NO_STABILITY = "no budget curve: the store holds no learning curves for this finding's key contrast"
+# what the two words mean, once per page that shows finding cards
+STABILITY_RULE = (
+    "A key contrast is <b>settled</b> when, over the last third of its budget curve (the learning-curve points on "
+    "the curve subset), its sign and its verdict (95% interval excludes zero, or not) do not change; "
+    "<b>resolved</b> when at its last point the interval excludes zero or its half-width is at most 0.5 mIoU "
+    "(then there is no difference larger than 0.5). Report 10 draws the curves."
+)
+
+
+def _stability_html(finding: fd.Finding) -> str:
+    """The card's budget table: per key contrast and setting, its budget, seeds, settled and resolved."""
+    if not finding.stability:
+        return f"<p><b>Settled and resolved?</b> {_NO_STABILITY}.</p>"
+    rows = "".join(
+        f"<tr><td>{html.escape(c)}</td><td>{html.escape(s)}</td><td>{b}</td><td>{n}</td>"
+        f"<td>{html.escape(settled)}</td><td>{html.escape(resolved)}</td><td>{html.escape(reads)}</td></tr>"
+        for c, s, b, n, settled, resolved, reads in finding.stability
+    )
+    return (
+        "<p><b>Settled and resolved?</b> The key contrast over its budget curve (curve subset):</p>"
+        '<table class="ds-contrasts"><tr><th>key contrast</th><th>setting</th><th>budget (iterations)</th>'
+        "<th>seeds</th><th>settled</th><th>resolved</th><th>at the end of the budget</th></tr>"
+        f"{rows}</table>"
+    )
+
+
 def finding_html(finding: fd.Finding, thumbnail: str | None = None, link: bool = False) -> str:
     """A finding as an HTML card: claim, verdict, rule and one row per contrast (effect with its 95% interval)."""
     title = html.escape(finding.title)
@@ -90,8 +117,8 @@ def finding_html(finding: fd.Finding, thumbnail: str | None = None, link: bool =
         f"<p><b>Claim:</b> {html.escape(finding.claim)}</p>"
         f"<p><b>Verdict here:</b> {_verdict_html(finding.verdict)} ({html.escape(finding.rule)}; "
         "paired t test over seeds at the 5% level).</p>"
-        f"<p><b>Converged?</b> {html.escape(finding.convergence)}</p>"
-        f"{table}</div>"
+        f"{table}{_stability_html(finding)}"
+        f"<p><b>Learning curves flat?</b> {html.escape(finding.convergence)}</p></div>"
     )
 
 
@@ -161,7 +188,7 @@ def page_header(
     else:
         finding = fd.finding_of_report(df, stem)
         body = (
-            finding_html(finding)
+            finding_html(finding) + f'<p class="ds-scale">{STABILITY_RULE}</p>'
             if finding is not None
             else "<p>This report tests none of the paper's findings; the index lists them.</p>"
         )
@@ -243,7 +270,7 @@ code {{ background: #f4f4f4; padding: 0 .2rem; }}
 <h2>Findings at a glance</h2>
 <p>Each verdict is computed from the numbers below it: per seed a paired difference in mIoU points, over seeds
 its mean with a Student-t 95% interval. It is what these runs say, at this profile's scale, whatever the paper
-says.</p>
+says. {STABILITY_RULE}</p>
 {chr(10).join(cards)}
 <h2>Main table: base vs refined (single-scale, final step; percent, mean ± std over seeds)</h2>
 {table_html}

@@ -132,9 +132,12 @@ if budgets:
     viz.save_table(final, "10_key_contrasts_final", tables_dir)
     display(
         Markdown(
-            f"Each key contrast at the last recorded iteration (curve subset), with its 95% half-width; the issue's "
-            f"resolution target is a half-width of at most {budget.RESOLVED_HALF_WIDTH} mIoU points over at least "
-            f"3 seeds. {int(final['resolved'].eq('yes').sum())} of {len(final)} are resolved."
+            "Each key contrast at the end of its budget (curve subset): its 95% half-width, whether it is "
+            f"**settled** (over the last {budget.SETTLE_WINDOW:.0%} of its budget neither its sign nor its verdict "
+            "changes) and **resolved** (its interval excludes zero, or its half-width is at most "
+            f"{budget.RESOLVED_HALF_WIDTH} mIoU points: no difference larger than that). "
+            f"{int(final['settled'].eq('yes').sum())} of {len(final)} are settled, "
+            f"{int(final['resolved'].eq('yes').sum())} resolved."
         )
     )
     display(final)

@@ -170,12 +170,35 @@ def test_curve_minus_curve_pairs_two_samplers_of_the_same_training():
     assert budget.curve_minus_curve(pd.DataFrame(rows), "final_step", "absent").empty
 
 
-def test_final_contrasts_say_which_are_resolved():
-    b = pd.DataFrame({"setting": ["x", "x", "y", "y"], "iteration": [1, 2, 1, 2], "mean": [1.0, 0.8, 2.0, 1.5],
-                      "half_width": [0.9, 0.4, 0.2, 0.7], "n": [3, 3, 3, 3]})  # fmt: skip
-    t = budget.final_contrasts([("c", b)])
-    assert t["iteration"].tolist() == [2, 2] and t["resolved"].tolist() == ["yes", "no"]
-    assert budget.final_contrasts([("c", b.assign(n=2))])["resolved"].tolist() == ["no", "no"]
+def test_a_contrast_is_settled_over_its_last_third_and_resolved_by_its_interval():
+    """settled: over the points at >= 2/3 of the budget the sign and the verdict (interval excludes 0) hold;
+    resolved: the last interval excludes 0, or is at most 0.5 wide on each side."""
+    its = [100, 200, 300, 400, 500, 600]
+
+    def curve(setting, means, halves, n=3):
+        return pd.DataFrame(
+            {"setting": setting, "iteration": its, "mean": means, "half_width": halves, "n": n}
+        )
+
+    b = pd.concat([
+        curve("a: positive throughout", [0.1, 0.5, 1.0, 1.2, 1.1, 1.3], [0.9, 0.6, 0.5, 0.4, 0.5, 0.4]),
+        curve("b: verdict flips at the end", [1.0] * 6, [0.5, 0.5, 0.5, 0.5, 0.5, 1.2]),
+        curve("c: sign flips in the window", [0.3, 0.2, 0.1, 0.2, -0.1, 0.1], [0.4] * 6),
+        curve("d: wide and unsettled", [0.5, 0.4, 0.6, -0.2, 0.5, 0.6], [0.9] * 6),
+        curve("e: one seed", [1.0] * 6, [float("nan")] * 6, n=1),
+    ])  # fmt: skip
+    t = budget.final_contrasts([("key", b)]).set_index("setting")
+    assert t["contrast"].eq("key").all() and t["budget"].eq(600).all()
+    assert t["settled"].to_dict() == {"a: positive throughout": "yes", "b: verdict flips at the end": "no",
+                                      "c: sign flips in the window": "no", "d: wide and unsettled": "no",
+                                      "e: one seed": "no"}  # fmt: skip
+    assert t["resolved"].to_dict() == {"a: positive throughout": "yes", "b: verdict flips at the end": "no",
+                                       "c: sign flips in the window": "yes", "d: wide and unsettled": "no",
+                                       "e: one seed": "no"}  # fmt: skip
+    assert t.loc["c: sign flips in the window", "reads"] == "no difference larger than 0.5"
+    assert t.loc["a: positive throughout", "reads"] == "positive"
+    assert "half-width 0.90 > 0.5" in t.loc["d: wide and unsettled", "reads"]
+    assert budget.final_contrasts([]).empty
 
 
 def test_the_report_says_whether_the_last_decay_falls_before_the_last_two_points():
