@@ -99,6 +99,7 @@ def _train_cmd(run_dir: Path, data_root: Path) -> list[str]:
     ]
 
 
+@pytest.mark.long
 def test_resume_after_sigkill_matches_uninterrupted(tmp_path, data_root) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     straight = tmp_path / "straight"

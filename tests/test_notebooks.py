@@ -115,6 +115,7 @@ def test_notebook_runs_under_smoke_and_shows_its_figures(path: Path, smoke_study
     assert again.read_bytes() == html.read_bytes()
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("stem", ["01_main_results", "07_qualitative"])
 def test_rerunning_a_notebook_gives_identical_bytes(stem: str, smoke_study, tmp_path) -> None:
     """Executed twice on unchanged results: the same HTML, figures (PNG and SVG) and tables, byte for byte."""

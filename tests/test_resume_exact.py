@@ -226,6 +226,7 @@ def _train_cmd(run_dir: Path, data_root: Path) -> list[str]:
     ] + [f"{k}={v}" for k, v in overrides.items()]
 
 
+@pytest.mark.long
 def test_base_killed_by_sigkill_after_a_checkpoint_resumes_exactly(tmp_path, data_root) -> None:
     """The issue's case: a real process killed after the base's first checkpoint, while the base still trains."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -38,6 +38,7 @@ def _rows(df: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(KEYS).reset_index(drop=True)
 
 
+@pytest.mark.long
 def test_a_smoke_sweep_through_slurm_gives_the_local_sweeps_rows_bit_for_bit(tmp_path, monkeypatch) -> None:
     """Submitted without waiting (every phase at once), shown by --status, then waited for by the same sweep
     started again, which re-attaches to the recorded jobs: the local sweep's rows, value for value."""

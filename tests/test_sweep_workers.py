@@ -203,6 +203,7 @@ def test_a_failing_local_job_is_named_and_the_others_still_run(tmp_path, monkeyp
     assert main([*args, "--workers", "1"]) == 1
 
 
+@pytest.mark.long
 def test_a_grouped_training_runs_as_one_gloo_job_and_its_errors_come_back(tmp_path, monkeypatch):
     """``--gpus-per-job 2`` on CPU: a base training runs as 2 gloo ranks in a child interpreter (rank 0 writes the
     weights), its result names the group; a rank's error comes back as one line naming the config key."""
