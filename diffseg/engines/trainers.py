@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import ignite.distributed as idist
@@ -21,6 +22,7 @@ from diffseg.engines.common import (
     to_device,
 )
 from diffseg.engines.schedule import Stages, attach_lr_schedule
+from diffseg.models.refiner import IGNORE_INDEX
 
 
 def _check_finite(loss: torch.Tensor, engine: Engine) -> None:
@@ -106,6 +108,8 @@ def create_refiner_trainer(
         single_step = stages.stage_of(it) == 1
         micro = cfg.train.micro_batch
         optimizer.zero_grad(set_to_none=True)
+        # One pass over the whole batch: the path every stored run took, kept as it was so that their numbers
+        # stay bit for bit (`_accumulate` sums the same loss in another order).
         if not micro or micro >= b:
             with autocast_context(device, cfg.train.amp):
                 with torch.no_grad():
@@ -157,10 +161,6 @@ def _accumulate(
     float summation order; the frozen base runs per micro-batch too (eval mode: items are independent). Under DDP
     the gradients are all-reduced once, on the last micro-batch. Returns the batch's ``loss`` (mean over its valid
     pixels, for the log)."""
-    from contextlib import nullcontext
-
-    from diffseg.models.refiner import IGNORE_INDEX
-
     b = batch["image"].shape[0]
     valid = (batch["mask"] != IGNORE_INDEX).sum()
     world = idist.get_world_size()

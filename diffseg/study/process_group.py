@@ -64,7 +64,7 @@ def run_grouped(job: tuple[str, Any, str], processes: int) -> tuple[Any, ...]:
     return label, seconds, iterations, peak, f"{device} x{processes}", machine
 
 
-def _rank(local_rank: int, folder: str, call: Callable[[Any], Any] | None = None) -> None:
+def _rank(local_rank: int, folder: str) -> None:
     """One rank: the job, with rank 0's result (or the first error of any rank) written to ``folder``."""
     import ignite.distributed as idist
     import torch
@@ -77,11 +77,11 @@ def _rank(local_rank: int, folder: str, call: Callable[[Any], Any] | None = None
     # DDP's reducer warns once per parameter whose gradient is strided otherwise than its bucket (SegFormer's
     # depthwise convs: a layout question of speed, not of the numbers); one line per job is noise in a sweep
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-    if call is None:
-        from diffseg.study.sweep import _call as call
+    from diffseg.study.sweep import _call
+
     job = pickle.loads((Path(folder) / "job.pkl").read_bytes())
     try:
-        result = call(job)
+        result = _call(job)
     except Exception as e:
         last = (str(e).strip().splitlines() or [""])[-1]
         try:  # the first failing rank names the error; the others find the file taken

@@ -7,6 +7,7 @@ import gc
 import os
 import time
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -165,8 +166,6 @@ def sweep(
         return store.consolidate()
     if executor != "local":
         raise ValueError(f"unknown executor '{executor}'; valid executors: local, slurm")
-    from functools import partial
-
     pools = Pools(mp.get_context("spawn"), workers, gpus, gpus_per_job)
     threads = torch.get_num_threads()
     failures: list[Failure] = []
