@@ -138,7 +138,8 @@ def budget_curve(per_seed: pd.DataFrame) -> pd.DataFrame:
 
 
 def settles(budget: pd.DataFrame) -> str:
-    """In words, per setting: the iteration from which the 95% interval excludes zero on one side to the end."""
+    """In words, per setting: the iteration from which the 95% interval excludes zero on one side to the end, or
+    "no sign yet" (not to be read as `stability`'s "settled", which asks whether the verdict stopped moving)."""
     if budget.empty:
         return "no curve points recorded"
     parts = []
@@ -152,7 +153,7 @@ def settles(budget: pd.DataFrame) -> str:
             why = (
                 "fewer than two seeds" if n < 2 else "its 95% interval still contains zero at the last point"
             )
-            parts.append(f"{setting}: not settled ({why}, {g['mean'].iloc[-1]:+.2f})")
+            parts.append(f"{setting}: no sign yet ({why}, {g['mean'].iloc[-1]:+.2f})")
             continue
         k = len(sign) - 1
         while k > 0 and sign[k - 1] == last:

@@ -127,6 +127,7 @@ if budgets:
         tables_dir,
     )
     viz.show_figure(budget.budget_figure(budgets), "10_budget_curves", figures_dir)
+    display(Markdown("From which iteration on each contrast's 95% interval keeps one sign:"))
     display(Markdown("\n".join(f"- **{t}**: {budget.settles(b)}." for t, b in budgets)))
     final = budget.final_contrasts(budgets)
     viz.save_table(final, "10_key_contrasts_final", tables_dir)

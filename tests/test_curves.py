@@ -114,7 +114,7 @@ def test_budget_curve_of_a_paired_contrast_and_when_it_settles():
 def test_settles_says_when_a_contrast_has_not():
     b = pd.DataFrame({"setting": ["x"] * 2, "iteration": [1, 2], "mean": [1.0, 0.1], "half_width": [0.5, 0.5],
                       "n": [3, 3]})  # fmt: skip
-    assert "not settled" in budget.settles(b)
+    assert "x: no sign yet (its 95% interval still contains zero at the last point" in budget.settles(b)
     assert budget.settles(b.iloc[:0]) == "no curve points recorded"
 
 
