@@ -22,7 +22,6 @@ from diffseg.engines.common import (
     to_device,
 )
 from diffseg.engines.schedule import Stages, attach_lr_schedule
-from diffseg.models.refiner import IGNORE_INDEX
 
 
 def _check_finite(loss: torch.Tensor, engine: Engine) -> None:
@@ -161,6 +160,10 @@ def _accumulate(
     float summation order; the frozen base runs per micro-batch too (eval mode: items are independent). Under DDP
     the gradients are all-reduced once, on the last micro-batch. Returns the batch's ``loss`` (mean over its valid
     pixels, for the log)."""
+    # here, not at the top: the models package imports transformers, which `diffseg.experiments` (every notebook's
+    # first cell) must not pay for, nor its progress-bar import warning in a kernel
+    from diffseg.models.refiner import IGNORE_INDEX
+
     b = batch["image"].shape[0]
     valid = (batch["mask"] != IGNORE_INDEX).sum()
     world = idist.get_world_size()
